@@ -1,0 +1,149 @@
+"""Decoding, augmentation and batching of raw samples, run inside DataLoader workers.
+
+A worker must not raise for bad data: the DataLoader would re-raise it wrapped in a traceback. A
+sample that fails to decode becomes a :class:`SampleError`, :func:`collate` passes it on instead of
+a batch, and the training loop calls :func:`check_batch`, which raises a plain
+:class:`~sagedet.errors.DataError` in the main process.
+
+Images are decoded as stored: the EXIF orientation tag is NOT applied, because annotations (image+JSON
+``left``/``top``, RecordIO corners) refer to the stored pixels, as ``image_size`` in the JSON does.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from PIL import Image
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import functional as F
+
+from sagedet.data.sample import SampleSource
+from sagedet.errors import DataError
+
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+"""What PIL raises for an image it cannot read (truncated, corrupt, unknown format, too large)."""
+
+
+def not_rgb_reason(mode: str) -> str:
+    """Why an image in PIL mode ``mode`` (anything but "RGB") is refused."""
+    return (
+        f"has {Image.getmodebands(mode)} channel(s) (PIL mode {mode}); "
+        "only 3-channel RGB images are supported"
+    )
+
+
+@dataclass
+class Sample:
+    """One decoded, transformed sample.
+
+    image: float32 (3, S, S) in [0, 1]; boxes: float32 (N, 4) xmin, ymin, xmax, ymax normalized to
+    [0, 1] in the transformed frame; labels: int64 (N,).
+    """
+
+    name: str
+    image: torch.Tensor
+    boxes: torch.Tensor
+    labels: torch.Tensor
+
+
+@dataclass
+class SampleError:
+    """A sample that could not be decoded, returned (not raised) from a worker."""
+
+    name: str
+    reason: str
+
+
+@dataclass
+class Batch:
+    """B samples: images (B, 3, S, S); boxes (B, M, 4) padded with 0; labels (B, M) padded with -1.
+
+    M is the largest object count in the batch, at least 1; a label of -1 marks padding.
+    """
+
+    images: torch.Tensor
+    boxes: torch.Tensor
+    labels: torch.Tensor
+    names: list[str]
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        return Batch(
+            self.images.to(device, non_blocking=non_blocking),
+            self.boxes.to(device, non_blocking=non_blocking),
+            self.labels.to(device, non_blocking=non_blocking),
+            self.names,
+        )
+
+    def pin_memory(self) -> Batch:
+        """Called by DataLoader(pin_memory=True)."""
+        return Batch(self.images.pin_memory(), self.boxes.pin_memory(), self.labels.pin_memory(), self.names)
+
+
+class DetectionDataset(torch.utils.data.Dataset):
+    """Decodes the samples of ``source`` and runs ``transform`` (see :mod:`sagedet.data.transforms`)."""
+
+    def __init__(self, source: SampleSource, transform: Callable) -> None:
+        self.source = source
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> Sample | SampleError:
+        name = self.source.name(index)
+        try:
+            raw = self.source.read(index)
+        except OSError as error:
+            return SampleError(name, f"cannot be read: {error}")
+        try:
+            with Image.open(io.BytesIO(raw.image_bytes)) as image:
+                image.load()
+                if image.mode != "RGB":
+                    return SampleError(name, not_rgb_reason(image.mode))
+                pixels = F.pil_to_tensor(image)
+        except DECODE_ERRORS as error:
+            return SampleError(name, f"does not decode: {error}")
+
+        height, width = pixels.shape[-2:]
+        boxes = tv_tensors.BoundingBoxes(
+            torch.tensor(raw.objects.boxes) * torch.tensor([width, height, width, height]),
+            format=tv_tensors.BoundingBoxFormat.XYXY,
+            canvas_size=(height, width),
+        )
+        target = {"boxes": boxes, "labels": torch.tensor(raw.objects.labels)}
+        image, target = self.transform(tv_tensors.Image(pixels), target)
+
+        height, width = image.shape[-2:]
+        scale = torch.tensor([width, height, width, height], dtype=torch.float32)
+        return Sample(
+            name=name,
+            image=image.as_subclass(torch.Tensor),
+            boxes=target["boxes"].as_subclass(torch.Tensor) / scale,
+            labels=target["labels"],
+        )
+
+
+def collate(samples: list[Sample | SampleError]) -> Batch | SampleError:
+    """Stacks samples into a :class:`Batch`, or returns the first :class:`SampleError` among them."""
+    for sample in samples:
+        if isinstance(sample, SampleError):
+            return sample
+    most = max(1, max(len(sample.labels) for sample in samples))
+    boxes = torch.zeros(len(samples), most, 4)
+    labels = torch.full((len(samples), most), -1, dtype=torch.int64)
+    for row, sample in enumerate(samples):
+        count = len(sample.labels)
+        boxes[row, :count] = sample.boxes
+        labels[row, :count] = sample.labels
+    images = torch.stack([sample.image for sample in samples])
+    return Batch(images, boxes, labels, [sample.name for sample in samples])
+
+
+def check_batch(batch: Batch | SampleError) -> Batch:
+    """Returns ``batch``, or raises :class:`DataError` for the sample that failed to decode."""
+    if isinstance(batch, SampleError):
+        raise DataError(f"{batch.name}: {batch.reason}")
+    return batch

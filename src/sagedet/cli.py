@@ -1,0 +1,88 @@
+"""The ``sagedet`` command line: ``sagedet train|layers|fetch-weights|sample-data``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import SagedetError
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .train.job import main
+
+    return main()
+
+
+def _layers(args: argparse.Namespace) -> int:
+    from .model.backbones import build_base_network
+
+    for name in build_base_network(args.base_network, 300, None).layers:
+        print(name)
+    return 0
+
+
+def _fetch_weights(args: argparse.Namespace) -> int:
+    from .model.weights import fetch_pretrained
+
+    for path in fetch_pretrained(args.base_network or None):
+        print(path)
+    return 0
+
+
+def _sample_data(args: argparse.Namespace) -> int:
+    from .data.synthetic import SYNTHETIC_CLASSES
+    from .data.synthetic import write_synthetic_dataset
+    from .sagemaker.local import write_training_config
+    from .sagemaker.paths import SageMakerPaths
+
+    paths = SageMakerPaths(Path(args.opt_ml))
+    write_synthetic_dataset(paths.data_dir, "train", args.train, seed=1)
+    write_synthetic_dataset(paths.data_dir, "validation", args.validation, seed=2)
+    hyperparameters = {"num_classes": len(SYNTHETIC_CLASSES), "num_training_samples": args.train,
+                       "base_network": args.base_network, "use_pretrained_model": 0, "image_shape": args.image_shape,
+                       "epochs": args.epochs, "mini_batch_size": args.mini_batch_size, "optimizer": "adam",
+                       "learning_rate": args.learning_rate}
+    write_training_config(paths, hyperparameters)
+    print(f"wrote a SageMaker /opt/ml tree with {args.train} training and {args.validation} validation images "
+          f"({', '.join(SYNTHETIC_CLASSES)}) under {paths.root}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sagedet", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("train", help="run the SageMaker training job in /opt/ml (or $SAGEDET_OPT_ML)").set_defaults(
+        run=_train)
+    layers = commands.add_parser("layers", help="list the base network's layer names for freeze_layer_pattern")
+    layers.add_argument("base_network", choices=("vgg-16", "resnet-50", "mobilenet-v3"))
+    layers.set_defaults(run=_layers)
+    fetch = commands.add_parser("fetch-weights", help="download torchvision's ImageNet weights into the local cache "
+                                                      "(for image builds; needs internet access)")
+    fetch.add_argument("base_network", nargs="*", choices=("vgg-16", "resnet-50", "mobilenet-v3"))
+    fetch.set_defaults(run=_fetch_weights)
+    sample = commands.add_parser("sample-data", help="write a generated data set and its config as a local /opt/ml tree")
+    sample.add_argument("opt_ml", help="the folder to use as /opt/ml")
+    sample.add_argument("--train", type=int, default=240)
+    sample.add_argument("--validation", type=int, default=60)
+    sample.add_argument("--base-network", default="mobilenet-v3")
+    sample.add_argument("--image-shape", type=int, default=128)
+    sample.add_argument("--epochs", type=int, default=20)
+    sample.add_argument("--mini-batch-size", type=int, default=16)
+    sample.add_argument("--learning-rate", type=float, default=0.003)
+    sample.set_defaults(run=_sample_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except SagedetError as error:
+        print(f"sagedet: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""The training loop: epochs of SSD training, validation mAP, metric lines, checkpoints, stop on SIGTERM.
+
+The loop knows nothing of /opt/ml: it receives the typed config, the model, the two datasets, a
+:class:`TrainerOutputs` with the folders to write to, and a :class:`StopRequest` that SIGTERM sets.
+It checks the stop request after every batch, so a stopped job writes its checkpoint and exits
+within one training step (well inside SageMaker's 120 s before SIGKILL).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..data.dataset import Batch, DetectionDataset, check_batch, collate
+from ..errors import ModelError, SagedetError
+from ..evaluate.coco import coco_metrics
+from ..evaluate.detections import ImageDetections
+from ..evaluate.voc_map import voc_map
+from ..model.ssd import SSDDetector
+from ..sagemaker.hyperparameters import TrainingConfig
+from ..sagemaker.metrics_log import MetricsLogger
+from .checkpoint import load_checkpoint, save_checkpoint
+from .early_stopping import EarlyStopping
+from .history import EpochRecord, TrainingHistory
+from .optim import build_optimizer, build_scheduler
+
+CHECKPOINT_NAME = "sagedet-checkpoint.pt"
+CHECKPOINT_FORMAT = 1
+IDENTITY_KEYS = ("base_network", "num_classes", "image_shape")
+
+
+class StopRequest:
+    """Set by SIGTERM (SageMaker's StopTrainingJob, a spot interruption); polled by the loop."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def install(self) -> "StopRequest":
+        signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:  # noqa: ANN001 - signal handler signature
+        print("SIGTERM received: finishing the current step, then saving a checkpoint", file=sys.stderr, flush=True)
+        self.requested = True
+
+
+@dataclass
+class Runtime:
+    """Where and how the loop runs."""
+
+    device: torch.device
+    data_workers: int = 2
+    log_every: int = 50  # batches between metric lines within an epoch
+    show_progress: bool = False
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        if not self.cuda:
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+@dataclass
+class TrainerOutputs:
+    checkpoint_dir: Path
+    output_data_dir: Path
+
+    @property
+    def checkpoint_file(self) -> Path:
+        return self.checkpoint_dir / CHECKPOINT_NAME
+
+
+@dataclass
+class TrainResult:
+    best_state: dict[str, torch.Tensor]
+    best_epoch: int
+    best_map: float
+    epochs_completed: int
+    stopped: bool  # by SIGTERM
+    history: TrainingHistory = field(default_factory=TrainingHistory)
+
+
+def identity(config: TrainingConfig) -> dict:
+    return {key: getattr(config, key) for key in IDENTITY_KEYS}
+
+
+def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+class Trainer:
+    def __init__(self, config: TrainingConfig, model: SSDDetector, train_data: DetectionDataset,
+                 validation_data: DetectionDataset, outputs: TrainerOutputs, runtime: Runtime,
+                 metrics: MetricsLogger, stop: StopRequest, log: Callable[[str], None] = print):
+        self.config = config
+        self.runtime = runtime
+        self.outputs = outputs
+        self.metrics = metrics
+        self.stop = stop
+        self.log = log
+        self.model = model.to(runtime.device)
+        if runtime.cuda:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(config, self.model.parameters(), runtime.cuda)
+        self.scheduler = build_scheduler(config, self.optimizer)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=runtime.amp_dtype == torch.float16)
+        self.early_stopping = EarlyStopping(config.early_stopping, config.early_stopping_min_epochs,
+                                            config.early_stopping_patience, config.early_stopping_tolerance)
+        self.history = TrainingHistory()
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.epochs_completed = 0
+        batch = config.mini_batch_size
+        loader_options = dict(num_workers=runtime.data_workers, collate_fn=collate, pin_memory=runtime.cuda,
+                              persistent_workers=runtime.data_workers > 0)
+        self.train_loader = DataLoader(train_data, batch_size=batch, shuffle=True,
+                                       drop_last=len(train_data) > batch, **loader_options)
+        self.validation_loader = DataLoader(validation_data, batch_size=batch, shuffle=False, **loader_options)
+
+    # --- checkpoints --------------------------------------------------------------------------
+    def resume(self) -> bool:
+        """Load the checkpoint in the checkpoint folder, if there is one; True if it did."""
+        state = load_checkpoint(self.outputs.checkpoint_file)
+        if state is None:
+            return False
+        expected = identity(self.config)
+        if state.get("identity") != expected:
+            raise ModelError(
+                f"checkpoint {self.outputs.checkpoint_file} was written by a job with {state.get('identity')}, "
+                f"but this job has {expected}; use the same values or an empty checkpoint location")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        self.early_stopping.load_state_dict(state["early_stopping"])
+        self.history = TrainingHistory.from_list(state["history"])
+        self.best_state = state["best_model"]
+        self.epochs_completed = int(state["epochs_completed"])
+        self.log(f"resumed from checkpoint {self.outputs.checkpoint_file}: {self.epochs_completed} epochs completed")
+        return True
+
+    def _save_checkpoint(self) -> None:
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "identity": identity(self.config),
+            "model": _cpu_state(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "early_stopping": self.early_stopping.state_dict(),
+            "history": self.history.to_list(),
+            "best_model": self.best_state,
+            "epochs_completed": self.epochs_completed,
+        }
+        if self.scaler.is_enabled():
+            state["scaler"] = self.scaler.state_dict()
+        save_checkpoint(self.outputs.checkpoint_file, state)
+
+    # --- the loop -------------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        config = self.config
+        while self.epochs_completed < config.epochs and not self.stop.requested:
+            epoch = self.epochs_completed
+            record = self._train_epoch(epoch)
+            if record is None:  # stopped mid-epoch
+                break
+            self.epochs_completed += 1
+            validation = self.evaluate(epoch)
+            if validation is None:
+                self.epochs_completed -= 1  # validation was cut short: redo this epoch on resume
+                break
+            record.validation_map = validation["mAP"]
+            record.coco_ap, record.coco_ap50 = validation["coco_AP"], validation["coco_AP50"]
+            self.metrics.validation_map(epoch, validation["mAP"])
+            self.history.append(record)
+            if self.early_stopping.update(epoch, validation["mAP"]):
+                self.best_state = _cpu_state(self.model)
+            self.scheduler.step()
+            self.metrics.progress(100.0 * self.epochs_completed / config.epochs)
+            self.history.write(self.outputs.output_data_dir)
+            self._save_checkpoint()
+            self.log(f"epoch {epoch}: loss {record.train_loss:.4f}, validation mAP {validation['mAP']:.4f}, "
+                     f"COCO AP {validation['coco_AP']:.4f}, {record.images_per_second:.1f} images/s")
+            if self.early_stopping.should_stop(self.epochs_completed):
+                self.log(f"early stopping after epoch {epoch}: no improvement of validation:mAP beyond "
+                         f"{config.early_stopping_tolerance} for {config.early_stopping_patience} epochs")
+                break
+        stopped = self.stop.requested
+        if stopped:
+            self._save_checkpoint()
+            self.log(f"stopped: checkpoint written to {self.outputs.checkpoint_file}")
+        best_state = self.best_state if self.best_state is not None else _cpu_state(self.model)
+        return TrainResult(best_state, self.early_stopping.best_epoch, self.early_stopping.best_map,
+                           self.epochs_completed, stopped, self.history)
+
+    def _autocast(self):
+        dtype = self.runtime.amp_dtype
+        return torch.autocast(self.runtime.device.type, dtype=dtype, enabled=dtype is not None)
+
+    def _to_device(self, batch: Batch) -> Batch:
+        batch = check_batch(batch).to(self.runtime.device, non_blocking=True)
+        if self.runtime.cuda:
+            batch.images = batch.images.contiguous(memory_format=torch.channels_last)
+        return batch
+
+    def _train_epoch(self, epoch: int) -> EpochRecord | None:
+        self.model.train()
+        totals = torch.zeros(2, device=self.runtime.device)
+        images, batches = 0, 0
+        started = time.perf_counter()
+        progress = tqdm(self.train_loader, desc=f"epoch {epoch}", unit="batch", leave=False,
+                        disable=not self.runtime.show_progress)
+        for batch in progress:
+            if self.stop.requested:
+                return None
+            batch = self._to_device(batch)
+            with self._autocast():
+                cls_logits, box_codes = self.model(batch.images)
+            losses = self.model.loss(cls_logits, box_codes, batch.boxes, batch.labels)
+            loss = losses["cross_entropy"] + losses["smooth_l1"]
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            totals += torch.stack([losses["cross_entropy"].detach(), losses["smooth_l1"].detach()])
+            images += batch.images.shape[0]
+            batches += 1
+            if batches % self.runtime.log_every == 0:
+                ce, l1 = (totals / batches).tolist()
+                self.metrics.train_loss(epoch, batches, ce, l1)
+                progress.set_postfix(loss=f"{ce + l1:.3f}")
+        if self.stop.requested:
+            return None
+        seconds = time.perf_counter() - started
+        ce, l1 = (totals / max(batches, 1)).tolist()
+        if not (math.isfinite(ce) and math.isfinite(l1)):
+            raise SagedetError(
+                f"training diverged in epoch {epoch}: the loss is {ce + l1} (learning_rate="
+                f"{self.config.learning_rate}, optimizer={self.config.optimizer}); lower learning_rate")
+        self.metrics.train_loss(epoch, batches, ce, l1)
+        throughput = images / seconds if seconds > 0 else 0.0
+        self.metrics.throughput(throughput)
+        return EpochRecord(epoch=epoch, train_loss=ce + l1, train_cross_entropy=ce, train_smooth_l1=l1,
+                           validation_map=float("nan"), coco_ap=float("nan"), coco_ap50=float("nan"),
+                           learning_rate=self.optimizer.param_groups[0]["lr"], images_per_second=throughput,
+                           seconds=seconds)
+
+    @torch.no_grad()
+    def evaluate(self, epoch: int) -> dict[str, float] | None:
+        """validation:mAP (VOC AP at overlap_threshold, mean over classes) and COCO AP / AP50."""
+        self.model.eval()
+        results: list[ImageDetections] = []
+        for batch in tqdm(self.validation_loader, desc=f"validation {epoch}", unit="batch", leave=False,
+                          disable=not self.runtime.show_progress):
+            if self.stop.requested:
+                return None
+            batch = self._to_device(batch)
+            with self._autocast():
+                cls_logits, box_codes = self.model(batch.images)
+            detections = self.model.postprocess(cls_logits, box_codes, self.config.nms_threshold)
+            for det, boxes, labels in zip(detections, batch.boxes.cpu().numpy(), batch.labels.cpu().numpy()):
+                valid = labels >= 0
+                results.append(ImageDetections(
+                    pred_boxes=det.boxes.cpu().numpy(), pred_scores=det.scores.cpu().numpy(),
+                    pred_labels=det.labels.cpu().numpy(), gt_boxes=boxes[valid], gt_labels=labels[valid],
+                    width=self.config.image_shape, height=self.config.image_shape))
+        voc = voc_map(results, self.config.num_classes, self.config.overlap_threshold)
+        coco = coco_metrics(results, self.config.num_classes)
+        return {"mAP": float(voc.mean_ap), **{k: float(v) for k, v in coco.items()},
+                "per_class_AP": {int(k): float(v) for k, v in voc.per_class_ap.items()}}
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)

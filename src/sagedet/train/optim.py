@@ -1,0 +1,35 @@
+"""The optimizer and learning-rate schedule the hyperparameters name.
+
+As in the built-in: ``momentum`` applies to sgd only; ``weight_decay`` to sgd and rmsprop (adam and
+adadelta take none); ``lr_scheduler_step`` lists the epochs at which the learning rate is
+multiplied by ``lr_scheduler_factor``. On CUDA the fused or foreach implementations are used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from ..sagemaker.hyperparameters import TrainingConfig
+
+
+def build_optimizer(config: TrainingConfig, parameters: Iterable[torch.nn.Parameter], cuda: bool) -> torch.optim.Optimizer:
+    params = [p for p in parameters if p.requires_grad]
+    lr = config.learning_rate
+    fast = {"fused": True} if cuda else {}
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay, **fast)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, **fast)
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, weight_decay=config.weight_decay, foreach=cuda or None)
+    if config.optimizer == "adadelta":
+        return torch.optim.Adadelta(params, lr=lr, foreach=cuda or None)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}")  # the config admits only the four above
+
+
+def build_scheduler(config: TrainingConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per epoch."""
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.lr_scheduler_step),
+                                                gamma=config.lr_scheduler_factor)

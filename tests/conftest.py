@@ -1,0 +1,63 @@
+"""Helpers for tests that run the real ``container/train`` entrypoint on a temporary /opt/ml tree."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sagedet.data.synthetic import write_synthetic_dataset
+from sagedet.sagemaker.local import write_training_config
+from sagedet.sagemaker.paths import SageMakerPaths
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_ENTRYPOINT = REPO / "container" / "train"
+
+# A job small enough to train in seconds on a CPU.
+TINY_HYPERPARAMETERS = {
+    "num_classes": "3", "num_training_samples": "24", "base_network": "mobilenet-v3",
+    "use_pretrained_model": "0", "image_shape": "64", "epochs": "1", "mini_batch_size": "8",
+    "optimizer": "adam", "learning_rate": "0.003",
+}
+
+
+def make_job(root: Path, hyperparameters: dict | None = None, train: int = 24, validation: int = 8,
+             image_size: tuple[int, int] = (80, 64)) -> SageMakerPaths:
+    """A /opt/ml tree with generated image+JSON channels and the given hyperparameters."""
+    paths = SageMakerPaths(root)
+    write_synthetic_dataset(paths.data_dir, "train", train, seed=1, image_size=image_size)
+    write_synthetic_dataset(paths.data_dir, "validation", validation, seed=2, image_size=image_size)
+    write_training_config(paths, TINY_HYPERPARAMETERS if hyperparameters is None else hyperparameters)
+    return paths
+
+
+def set_hyperparameters(paths: SageMakerPaths, **changes: str) -> None:
+    values = json.loads(paths.hyperparameters_file.read_text())
+    values.update(changes)
+    paths.hyperparameters_file.write_text(json.dumps(values))
+
+
+def train_env(paths: SageMakerPaths, **extra: str) -> dict[str, str]:
+    env = dict(os.environ, SAGEDET_OPT_ML=str(paths.root), SAGEDET_DATA_WORKERS="1", PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+def run_train(paths: SageMakerPaths, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+    """Run ``container/train`` as SageMaker would, with /opt/ml at ``paths.root``."""
+    return subprocess.run([sys.executable, str(TRAIN_ENTRYPOINT)], env=train_env(paths, **env),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def failure_reason(paths: SageMakerPaths) -> str:
+    assert paths.failure_file.is_file(), "no failure file was written"
+    return paths.failure_file.read_text()
+
+
+@pytest.fixture
+def job(tmp_path: Path) -> SageMakerPaths:
+    return make_job(tmp_path / "opt_ml")

@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 DEMO_DIR ?= demo
 
+DEMO_EPOCHS ?= 24
+
 .PHONY: venv demo test test-fast clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -14,6 +16,18 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 venv: $(VENV)/.installed
+
+# A generated data set in SageMaker's image+JSON layout, trained by the real `train` entrypoint
+# through a local /opt/ml tree (SAGEDET_OPT_ML), on the CPU in a few minutes.
+demo: venv
+	rm -rf $(DEMO_DIR)
+	$(VENV)/bin/sagedet sample-data $(DEMO_DIR)/opt_ml --epochs $(DEMO_EPOCHS) --lr-scheduler-step 16,21
+	SAGEDET_OPT_ML=$(DEMO_DIR)/opt_ml $(PY) container/train
+	@echo
+	@echo "model:           $(DEMO_DIR)/opt_ml/model (model.safetensors, model.json)"
+	@echo "training curves: $(DEMO_DIR)/opt_ml/output/data/training_curves.png"
+	@echo "metrics:         $(DEMO_DIR)/opt_ml/output/data/metrics.json, metrics.csv"
+	@echo "checkpoint:      $(DEMO_DIR)/opt_ml/checkpoints/sagedet-checkpoint.pt"
 
 test: venv
 	$(PY) -m pytest -ra

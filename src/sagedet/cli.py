@@ -43,7 +43,7 @@ def _sample_data(args: argparse.Namespace) -> int:
     hyperparameters = {"num_classes": len(SYNTHETIC_CLASSES), "num_training_samples": args.train,
                        "base_network": args.base_network, "use_pretrained_model": 0, "image_shape": args.image_shape,
                        "epochs": args.epochs, "mini_batch_size": args.mini_batch_size, "optimizer": "adam",
-                       "learning_rate": args.learning_rate}
+                       "learning_rate": args.learning_rate, "lr_scheduler_step": args.lr_scheduler_step}
     write_training_config(paths, hyperparameters)
     print(f"wrote a SageMaker /opt/ml tree with {args.train} training and {args.validation} validation images "
           f"({', '.join(SYNTHETIC_CLASSES)}) under {paths.root}")
@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--epochs", type=int, default=20)
     sample.add_argument("--mini-batch-size", type=int, default=16)
     sample.add_argument("--learning-rate", type=float, default=0.003)
+    sample.add_argument("--lr-scheduler-step", default="", help="e.g. '16,21'")
     sample.set_defaults(run=_sample_data)
     return parser
 

@@ -250,6 +250,6 @@ def test_bad_input_mode(paths):
 def test_bad_inputdataconfig_json(paths):
     paths.config_dir.mkdir(parents=True)
     paths.input_data_config_file.write_text("{")
-    with pytest.raises(ConfigError, match="cannot read input data config") as caught:
+    with pytest.raises(ConfigError, match="input data config file .* is not valid JSON") as caught:
         load_channels(paths)
     assert str(paths.input_data_config_file) in str(caught.value)

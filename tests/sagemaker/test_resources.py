@@ -61,5 +61,5 @@ def test_invalid_config(paths, config, message):
 def test_bad_json(paths):
     paths.config_dir.mkdir(parents=True)
     paths.resource_config_file.write_text("{")
-    with pytest.raises(ConfigError, match="cannot read resource config"):
+    with pytest.raises(ConfigError, match="resource config file .* is not valid JSON"):
         load_resources(paths)

@@ -23,11 +23,11 @@ files.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from sagedet.errors import ConfigError
+from sagedet.sagemaker.config_file import read_json_object
 from sagedet.sagemaker.paths import SageMakerPaths
 
 IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image")
@@ -113,12 +113,7 @@ def _read_config(paths: SageMakerPaths) -> dict[str, object]:
         data_dir = paths.data_dir
         folders = data_dir.iterdir() if data_dir.is_dir() else ()
         return {folder.name: {} for folder in sorted(folders) if folder.is_dir()}
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"cannot read input data config {path}: {error}") from None
-    if not isinstance(config, dict):
-        raise ConfigError(f"input data config {path} must hold a JSON object")
+    config = read_json_object(path, "input data config")
     for name in _KNOWN_CHANNELS:
         if name in config and not isinstance(config[name], dict):
             raise ConfigError(f"input data config {path}: channel {name!r} must be a JSON object")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 from sagedet.errors import ConfigError
+from sagedet.sagemaker.config_file import read_json_object
 
 # mobilenet-v3 (SSDlite) is our addition beyond the built-in.
 BASE_NETWORKS = ("vgg-16", "resnet-50", "mobilenet-v3")
@@ -280,16 +281,5 @@ def parse_hyperparameters(raw: dict) -> TrainingConfig:
 
 def load_hyperparameters(path: Path) -> TrainingConfig:
     """Read and validate a hyperparameters.json file."""
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"hyperparameters file {path} does not exist") from None
-    except OSError as error:
-        raise ConfigError(f"cannot read hyperparameters file {path}: {error}") from None
-    except ValueError as error:
-        raise ConfigError(f"hyperparameters file {path} is not valid JSON: {error}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"hyperparameters file {path} must hold a JSON object, not {type(raw).__name__}"
-        )
+    raw = read_json_object(path, "hyperparameters")
     return parse_hyperparameters(raw)

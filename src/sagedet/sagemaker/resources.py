@@ -8,10 +8,10 @@ the file (a plain ``docker run``) the job is one host, ``algo-1``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from sagedet.errors import ConfigError
+from sagedet.sagemaker.config_file import read_json_object
 from sagedet.sagemaker.paths import SageMakerPaths
 
 SINGLE_HOST = "algo-1"
@@ -31,12 +31,7 @@ def load_resources(paths: SageMakerPaths) -> Resources:
     path = paths.resource_config_file
     if not path.exists():
         return Resources(SINGLE_HOST, (SINGLE_HOST,), None)
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"cannot read resource config {path}: {error}") from None
-    if not isinstance(config, dict):
-        raise ConfigError(f"resource config {path} must hold a JSON object")
+    config = read_json_object(path, "resource config")
     current_host = config.get("current_host")
     hosts = config.get("hosts")
     interface = config.get("network_interface_name")

@@ -1,0 +1,318 @@
+"""Training-step throughput (images/s) of sagedet's SSD, next to torchvision's SSD on the same network.
+
+For each base network, three figures at one image size and batch size:
+
+- **ours**: one training step of :class:`~sagedet.model.ssd.SSDDetector` (forward, ``model.loss``,
+  backward, SGD step) on fixed random batches (random images, 1-3 random boxes each, padded with
+  label -1 as :func:`sagedet.data.dataset.collate` pads); no data loading.
+- **torchvision**: the same step for torchvision's ``SSD``, whose forward in train mode resizes and
+  normalizes each image, matches default boxes image by image and returns its loss, fed the same
+  batches (boxes in pixels, labels + 1). For vgg-16 it is torchvision's ``ssd300_vgg16``, which is
+  our network parameter for parameter at sizes below 512. Otherwise, and for resnet-50 and
+  mobilenet-v3, it is torchvision's ``SSD`` class around copies of our base network, head and
+  default boxes: ``ssdlite320_mobilenet_v3_large`` without pretrained weights halves the channels of
+  MobileNetV3's last stage ("reduced tail"), so it is a smaller network than ours. Either way the
+  peer has our parameter count and default-box count (checked), so it differs from ours only in
+  torchvision's transform, matching and loss.
+- **ours + data**: our step fed by a DataLoader over a generated image+JSON set (VOC-sized JPEGs) with
+  the job's training augmentation and collate: what one training epoch achieves.
+
+Steps are timed with ``time.perf_counter()`` after the warm-up steps (CUDA synchronized). On CUDA
+both models train as the job's Trainer does: channels_last, bf16 (else fp16) autocast, fused SGD.
+The output is markdown, to paste into docs/benchmarks.md; progress goes to stderr.
+
+    python bench/train_throughput.py [--networks vgg-16 resnet-50 mobilenet-v3] [--image-shape 300]
+        [--batch-size 8] [--steps 20] [--warmup 3] [--device cpu] [--threads N] [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import itertools
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from torchvision.models.detection.ssd import SSD, ssd300_vgg16
+from torchvision.models.detection.ssdlite import SSDLiteHead
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+from sagedet.data.dataset import Batch, DetectionDataset, check_batch, collate
+from sagedet.data.imagejson import ImageJsonSource
+from sagedet.data.synthetic import write_synthetic_dataset
+from sagedet.data.transforms import train_transform
+from sagedet.model.ssd import SSDDetector, _default_box_generator, build_ssd
+from sagedet.sagemaker.hyperparameters import BASE_NETWORKS
+from sagedet.train.loop import Runtime
+
+SOURCE_IMAGE_SIZE = (500, 375)  # (width, height) of the generated JPEGs: a typical PASCAL VOC image
+MAX_OBJECTS = 3  # random boxes per image: 1 to MAX_OBJECTS
+LEARNING_RATE = 1e-4  # small, so that random targets do not drive the weights to inf during the run
+
+
+def machine_lines(device: torch.device) -> list[str]:
+    """Markdown lines naming the machine, the software and the date."""
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    accelerator = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+    return [
+        f"- machine: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads",
+        f"- software: Python {platform.python_version()}, torch {torch.__version__}, "
+        f"torchvision {torchvision.__version__}",
+        f"- device: {accelerator}",
+        f"- date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
+    ]
+
+
+def command_line() -> str:
+    return shlex.join(["python", *sys.argv])
+
+
+def random_batches(count: int, batch_size: int, image_shape: int, num_classes: int, seed: int = 0) -> list[Batch]:
+    """Random images with 1 to MAX_OBJECTS random boxes each (normalized xyxy), padded as collate pads."""
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(count):
+        images = torch.rand(batch_size, 3, image_shape, image_shape, generator=generator)
+        sizes = 0.1 + 0.5 * torch.rand(batch_size, MAX_OBJECTS, 2, generator=generator)
+        corners = (1 - sizes) * torch.rand(batch_size, MAX_OBJECTS, 2, generator=generator)
+        boxes = torch.cat([corners, corners + sizes], dim=-1)
+        labels = torch.randint(num_classes, (batch_size, MAX_OBJECTS), generator=generator)
+        counts = torch.randint(1, MAX_OBJECTS + 1, (batch_size, 1), generator=generator)
+        padding = torch.arange(MAX_OBJECTS) >= counts
+        boxes[padding] = 0.0
+        labels[padding] = -1
+        batches.append(Batch(images, boxes, labels, [f"random_{i}" for i in range(batch_size)]))
+    return batches
+
+
+class _DictFeatures(nn.Module):
+    """Our feature extractors return a list of maps; torchvision's SSD wants an OrderedDict."""
+
+    def __init__(self, features: nn.Module):
+        super().__init__()
+        self.features = features
+
+    def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
+        return OrderedDict((str(i), m) for i, m in enumerate(self.features(x)))
+
+
+def _fixed_size_transform(peer: SSD, image_shape: int) -> GeneralizedRCNNTransform:
+    """torchvision's builders fix the input at 300 or 320 pixels; make the peer see S×S like ours."""
+    t = peer.transform
+    return GeneralizedRCNNTransform(image_shape, image_shape, t.image_mean, t.image_std, size_divisible=1,
+                                    fixed_size=(image_shape, image_shape))
+
+
+def _counts(model: nn.Module, features: nn.Module, head: nn.Module, image_shape: int) -> tuple[int, int]:
+    """(parameters, default boxes) of a detector, the boxes counted from one forward of a blank image."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        maps = features(torch.zeros(1, 3, image_shape, image_shape))
+        boxes = head(list(maps.values()) if isinstance(maps, dict) else maps)["cls_logits"].shape[1]
+    model.train(was_training)
+    return sum(p.numel() for p in model.parameters()), boxes
+
+
+def torchvision_peer(network: str, ours: SSDDetector) -> tuple[SSD, str]:
+    """torchvision's SSD for the same network as ``ours``, and a name for it (see the module docstring)."""
+    size, classes = ours.image_shape, ours.num_classes + 1
+    own = _counts(ours, ours.features, ours.head, size)
+    if network == "vgg-16":
+        peer = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=classes)
+        peer.transform = _fixed_size_transform(peer, size)
+        if _counts(peer, peer.backbone, peer.head, size) == own:
+            return peer, "ssd300_vgg16"
+    kind = "ssdlite" if isinstance(ours.head, SSDLiteHead) else "ssd"
+    maps = len(ours.head.classification_head.module_list)
+    peer = SSD(_DictFeatures(copy.deepcopy(ours.features)), _default_box_generator(kind, maps), (size, size),
+               classes, image_mean=ours.image_mean.flatten().tolist(), image_std=ours.image_std.flatten().tolist(),
+               head=copy.deepcopy(ours.head))
+    if _counts(peer, peer.backbone, peer.head, size) != own:
+        raise RuntimeError(f"torchvision's SSD around our {network} differs from ours in parameters or default boxes")
+    return peer, "SSD class, our base network"
+
+
+def peer_inputs(batch: Batch) -> tuple[list[Tensor], list[dict[str, Tensor]]]:
+    """A batch as torchvision's SSD takes it: a list of images, targets in pixels with labels from 1."""
+    size = batch.images.shape[-1]
+    targets = [{"boxes": boxes[labels >= 0] * size, "labels": labels[labels >= 0] + 1}
+               for boxes, labels in zip(batch.boxes, batch.labels)]
+    return list(batch.images), targets
+
+
+class Stepper:
+    """One training step (forward and loss, backward, SGD step), with the Trainer's CUDA settings."""
+
+    def __init__(self, model: nn.Module, device: torch.device):
+        runtime = Runtime(device)
+        self.model = model.to(device)
+        if runtime.cuda:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model.train()
+        self.amp_dtype = runtime.amp_dtype
+        self.device = device
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(trainable, lr=LEARNING_RATE, momentum=0.9, weight_decay=5e-4,
+                                         fused=runtime.cuda or None)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
+    def losses(self, inputs: Any) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def __call__(self, inputs: Any) -> None:
+        loss = sum(self.losses(inputs).values())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+
+class OursStepper(Stepper):
+    def losses(self, batch: Batch) -> dict[str, Tensor]:
+        with self.autocast():  # the loss outside autocast, as in the Trainer
+            cls_logits, box_codes = self.model(batch.images)
+        return self.model.loss(cls_logits, box_codes, batch.boxes, batch.labels)
+
+
+class PeerStepper(Stepper):
+    def losses(self, inputs: tuple[list[Tensor], list[dict[str, Tensor]]]) -> dict[str, Tensor]:
+        with self.autocast():  # torchvision computes its loss inside forward
+            return self.model(*inputs)
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    batch = batch.to(device, non_blocking=True)
+    if device.type == "cuda":
+        batch.images = batch.images.contiguous(memory_format=torch.channels_last)
+    return batch
+
+
+def images_per_second(step: Callable[[Any], None], inputs: Iterator[Any], batch_size: int, warmup: int, steps: int,
+                      device: torch.device) -> float:
+    """Run ``warmup`` untimed steps, then time ``steps`` steps; inputs are fetched inside the timing."""
+    for _ in range(warmup):
+        step(next(inputs))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step(next(inputs))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return steps * batch_size / (time.perf_counter() - started)
+
+
+def loader_inputs(dataset: DetectionDataset, batch_size: int, workers: int, device: torch.device) -> Iterator[Batch]:
+    """Batches as the Trainer's DataLoader makes them, on the device."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=workers,
+                        collate_fn=collate, pin_memory=device.type == "cuda")
+    return (to_device(check_batch(batch), device) for batch in loader)
+
+
+def measure(network: str, args: argparse.Namespace, device: torch.device, data_root: Path) -> dict[str, Any]:
+    torch.manual_seed(0)
+    ours = build_ssd(network, args.num_classes, args.image_shape)
+    peer, peer_name = torchvision_peer(network, ours)
+    batches = [to_device(b, device) for b in random_batches(4, args.batch_size, args.image_shape, args.num_classes)]
+    timing = dict(batch_size=args.batch_size, warmup=args.warmup, steps=args.steps, device=device)
+
+    log(f"{network}: our step")
+    ours_rate = images_per_second(OursStepper(ours, device), itertools.cycle(batches), **timing)
+    log(f"{network}: torchvision's step ({peer_name})")
+    peer_batches = [peer_inputs(b) for b in batches]
+    peer_rate = images_per_second(PeerStepper(peer, device), itertools.cycle(peer_batches), **timing)
+    del peer  # free its memory before the data-loading run
+
+    log(f"{network}: our step with data loading ({args.workers} workers)")
+    source = ImageJsonSource(data_root / "train", data_root / "train_annotation", args.num_classes, "train")
+    dataset = DetectionDataset(source, train_transform(args.image_shape))
+    loaded = loader_inputs(dataset, args.batch_size, args.workers, device)
+    data_rate = images_per_second(OursStepper(ours, device), loaded, **timing)
+    return {"network": network, "peer": peer_name, "ours": ours_rate, "peer_rate": peer_rate, "data": data_rate}
+
+
+def table(rows: Iterable[dict[str, Any]], image_shape: int, batch_size: int) -> list[str]:
+    lines = [
+        "| network | image size | batch | ours img/s | torchvision img/s | ratio (ours/peer) | ours + data img/s "
+        "| torchvision peer |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['network']} | {image_shape} | {batch_size} | {r['ours']:.1f} | {r['peer_rate']:.1f} "
+                     f"| {r['ours'] / r['peer_rate']:.2f} | {r['data']:.1f} | {r['peer']} |")
+    return lines
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--networks", nargs="+", choices=BASE_NETWORKS, default=list(BASE_NETWORKS))
+    parser.add_argument("--image-shape", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, help="images per step (default: 8 on CPU, 32 on CUDA)")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per figure (default: 20)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before each figure (default: 3)")
+    parser.add_argument("--num-classes", type=int, default=20, help="object classes (default: 20, as PASCAL VOC)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                        help="DataLoader workers for the data-loading figure (default: as the job, min(4, cores))")
+    args = parser.parse_args(argv)
+    if args.batch_size is None:
+        args.batch_size = 32 if torch.device(args.device).type == "cuda" else 8
+    if args.batch_size < 2:
+        parser.error("--batch-size must be >= 2 (batch normalization in resnet-50 and mobilenet-v3)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    with tempfile.TemporaryDirectory(prefix="sagedet-bench-") as tmp:
+        data_root = Path(tmp)
+        images = args.batch_size * (args.warmup + args.steps)
+        log(f"writing {images} synthetic {SOURCE_IMAGE_SIZE[0]}x{SOURCE_IMAGE_SIZE[1]} JPEGs to {data_root}")
+        write_synthetic_dataset(data_root, "train", images, seed=0, image_size=SOURCE_IMAGE_SIZE)
+        rows = [measure(network, args, device, data_root) for network in args.networks]
+    lines = [
+        "### Training throughput", "",
+        f"`{command_line()}`", "",
+        *machine_lines(device),
+        f"- timing: {args.warmup} warm-up steps, then {args.steps} timed steps; {args.num_classes} classes; "
+        f"data loading with {args.workers} workers from {SOURCE_IMAGE_SIZE[0]}x{SOURCE_IMAGE_SIZE[1]} JPEGs", "",
+        *table(rows, args.image_shape, args.batch_size),
+    ]
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -146,3 +146,37 @@ def test_sigterm_writes_a_checkpoint_and_the_model_then_exits(tmp_path):
     result = run_train(paths)
     assert result.returncode == 0, result.stderr
     assert f"{metadata['epochs_completed']} epochs completed" in result.stdout
+
+
+def test_a_terminal_shows_a_progress_bar(tmp_path):
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    paths = make_job(tmp_path / "opt_ml", train=16, validation=4)
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))  # 100 columns, as a terminal has
+    process = subprocess.Popen([sys.executable, str(TRAIN_ENTRYPOINT)], env=train_env(paths),
+                               stdin=terminal, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the terminal closes when the process exits
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert process.wait(timeout=120) == 0
+    os.close(controller)
+    text = output.decode(errors="replace")
+    assert re.search(r"epoch 0: +\d+%\|", text), text[-2000:]  # tqdm's bar on the terminal
+    assert "#quality_metric" in text
+
+
+def test_no_progress_bar_when_not_on_a_terminal(trained):
+    _, result = trained
+    assert "%|" not in result.stdout + result.stderr

@@ -7,22 +7,22 @@ For each base network, three figures at one image size and batch size:
   label -1 as :func:`sagedet.data.dataset.collate` pads); no data loading.
 - **torchvision**: the same step for torchvision's ``SSD``, whose forward in train mode resizes and
   normalizes each image, matches default boxes image by image and returns its loss, fed the same
-  batches (boxes in pixels, labels + 1). For vgg-16 it is torchvision's ``ssd300_vgg16``, which is
-  our network parameter for parameter at sizes below 512. Otherwise, and for resnet-50 and
-  mobilenet-v3, it is torchvision's ``SSD`` class around copies of our base network, head and
-  default boxes: ``ssdlite320_mobilenet_v3_large`` without pretrained weights halves the channels of
-  MobileNetV3's last stage ("reduced tail"), so it is a smaller network than ours. Either way the
-  peer has our parameter count and default-box count (checked), so it differs from ours only in
-  torchvision's transform, matching and loss.
-- **ours + data**: our step fed by a DataLoader over a generated image+JSON set (VOC-sized JPEGs) with
-  the job's training augmentation and collate: what one training epoch achieves.
+  batches (boxes in pixels, labels + 1), its fixed input size set to ours. For vgg-16 it is
+  torchvision's ``ssd300_vgg16``, our network parameter for parameter below 512 pixels. Otherwise
+  (resnet-50, mobilenet-v3, vgg-16 at 512 and up) it is torchvision's ``SSD`` class around copies
+  of our base network, head and default boxes: ``ssdlite320_mobilenet_v3_large`` without
+  pretrained weights halves the channels of MobileNetV3's last stage ("reduced tail"), a smaller
+  network than ours. Either way the peer has our parameter and default-box counts (checked), so
+  it differs from ours only in torchvision's transform, matching and loss.
+- **ours with data loading**: our step fed by a DataLoader over a generated image+JSON set
+  (VOC-sized JPEGs) with the job's training augmentation and collate, as a training epoch runs.
 
 Steps are timed with ``time.perf_counter()`` after the warm-up steps (CUDA synchronized). On CUDA
 both models train as the job's Trainer does: channels_last, bf16 (else fp16) autocast, fused SGD.
 The output is markdown, to paste into docs/benchmarks.md; progress goes to stderr.
 
     python bench/train_throughput.py [--networks vgg-16 resnet-50 mobilenet-v3] [--image-shape 300]
-        [--batch-size 8] [--steps 20] [--warmup 3] [--device cpu] [--threads N] [--workers N]
+        [--batch-size 8] [--steps 10] [--warmup 3] [--device cpu] [--threads N] [--workers N]
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from sagedet.data.dataset import Batch, DetectionDataset, check_batch, collate
 from sagedet.data.imagejson import ImageJsonSource
 from sagedet.data.synthetic import write_synthetic_dataset
 from sagedet.data.transforms import train_transform
-from sagedet.model.ssd import SSDDetector, _default_box_generator, build_ssd
+from sagedet.model.ssd import SSDDetector, _default_box_generator, build_ssd, minimum_image_shape
 from sagedet.sagemaker.hyperparameters import BASE_NETWORKS
 from sagedet.train.loop import Runtime
 
@@ -227,7 +227,8 @@ def images_per_second(step: Callable[[Any], None], inputs: Iterator[Any], batch_
 
 
 def loader_inputs(dataset: DetectionDataset, batch_size: int, workers: int, device: torch.device) -> Iterator[Batch]:
-    """Batches as the Trainer's DataLoader makes them, on the device."""
+    """Batches as the Trainer's DataLoader makes them, on the device. The workers start (fork) at the
+    first batch, so the copy-on-write page faults that slow the next few steps fall in the warm-up."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=workers,
                         collate_fn=collate, pin_memory=device.type == "cuda")
     return (to_device(check_batch(batch), device) for batch in loader)
@@ -257,8 +258,8 @@ def measure(network: str, args: argparse.Namespace, device: torch.device, data_r
 
 def table(rows: Iterable[dict[str, Any]], image_shape: int, batch_size: int) -> list[str]:
     lines = [
-        "| network | image size | batch | ours img/s | torchvision img/s | ratio (ours/peer) | ours + data img/s "
-        "| torchvision peer |",
+        "| network | image size | batch | ours img/s | torchvision img/s | ratio (ours/peer) "
+        "| ours with data loading img/s | torchvision peer |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -276,18 +277,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--networks", nargs="+", choices=BASE_NETWORKS, default=list(BASE_NETWORKS))
     parser.add_argument("--image-shape", type=int, default=300)
     parser.add_argument("--batch-size", type=int, help="images per step (default: 8 on CPU, 32 on CUDA)")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per figure (default: 20)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before each figure (default: 3)")
+    parser.add_argument("--steps", type=int, help="timed steps per figure (default: 10 on CPU, 50 on CUDA)")
+    parser.add_argument("--warmup", type=int, help="untimed steps before each figure (default: 3 on CPU, 10 on CUDA)")
     parser.add_argument("--num-classes", type=int, default=20, help="object classes (default: 20, as PASCAL VOC)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="DataLoader workers for the data-loading figure (default: as the job, min(4, cores))")
     args = parser.parse_args(argv)
-    if args.batch_size is None:
-        args.batch_size = 32 if torch.device(args.device).type == "cuda" else 8
+    cuda = torch.device(args.device).type == "cuda"
+    defaults = {"batch_size": (8, 32), "steps": (10, 50), "warmup": (3, 10)}
+    for name, (cpu_value, cuda_value) in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, cuda_value if cuda else cpu_value)
     if args.batch_size < 2:
         parser.error("--batch-size must be >= 2 (batch normalization in resnet-50 and mobilenet-v3)")
+    for network in args.networks:
+        smallest = minimum_image_shape(network)
+        if args.image_shape < smallest:
+            parser.error(f"--image-shape {args.image_shape} is too small for {network}: use >= {smallest}")
     return args
 
 

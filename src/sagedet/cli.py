@@ -50,6 +50,14 @@ def _sample_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from .serve.local import predict_files
+
+    failures = predict_files(args.images, args.model, args.threshold, args.max_detections, args.format, args.draw,
+                             args.draw_min_score, args.device)
+    return 1 if failures else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sagedet", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -73,6 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--learning-rate", type=float, default=0.003)
     sample.add_argument("--lr-scheduler-step", default="", help="e.g. '16,21'")
     sample.set_defaults(run=_sample_data)
+    predict = commands.add_parser("predict", help="detect objects in local image files with a trained model, as the "
+                                                  "server would answer (one JSON line per image)")
+    predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="JPEG or PNG files")
+    predict.add_argument("--model", required=True, type=Path, metavar="DIR",
+                         help="the model folder (model.safetensors + model.json), or a model.tar.gz")
+    predict.add_argument("--threshold", type=float, default=0.0, help="lowest score reported (default 0: all)")
+    predict.add_argument("--max-detections", type=int, default=200, help="most detections per image (default 200)")
+    predict.add_argument("--format", choices=("prediction", "annotation", "verbose"), default="prediction",
+                         help="the server's response form: normalized corners (default), pixels, or with class names")
+    predict.add_argument("--draw", type=Path, metavar="DIR",
+                         help="also write each image as DIR/<name>.png with its boxes, class names and scores drawn")
+    predict.add_argument("--draw-min-score", type=float, default=0.5,
+                         help="draw only detections scoring at least this (default 0.5)")
+    predict.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    predict.set_defaults(run=_predict)
     return parser
 
 

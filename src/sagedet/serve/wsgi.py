@@ -1,0 +1,37 @@
+"""What gunicorn calls in each worker, ``sagedet.serve.wsgi:load()``: settings + model → the app.
+
+gunicorn loads the app in the worker before the worker accepts a connection (``preload_app`` is
+off), so a worker answers ``/ping`` only once its own model is loaded and has run once. A model
+that cannot be loaded stops the whole server (exit status 4) with the reason on stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from flask import Flask
+
+from sagedet.errors import SagedetError
+
+WORKER_SLOT = "SAGEDET_WORKER_SLOT"
+"""Set by container/gunicorn.conf.py in each worker: 0, 1, ... (picks the GPU)."""
+
+
+def load() -> Flask:
+    from gunicorn.errors import AppImportError
+
+    from sagedet.serve.app import create_app
+    from sagedet.serve.predictor import Predictor
+    from sagedet.serve.settings import load_settings
+
+    log = logging.getLogger("gunicorn.error")
+    try:
+        settings = load_settings()
+        predictor = Predictor.load(settings.model_dir, settings.device, int(os.environ.get(WORKER_SLOT, "0")),
+                                   settings.torch_threads())
+    except SagedetError as error:
+        raise AppImportError(f"sagedet serve: cannot load the model: {error}") from error
+    log.info("sagedet worker %d: %s loaded from %s in %.1f s", os.getpid(), predictor.describe(),
+             settings.model_dir, predictor.load_seconds)
+    return create_app(settings, predictor)

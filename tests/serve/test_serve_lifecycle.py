@@ -1,0 +1,89 @@
+"""Starting and stopping the real ``container/serve``: SIGTERM with requests in flight, refusing to start."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from serve_harness import SERVE, Server, encode, free_port, write_model
+
+
+def big_png(width: int = 6000, height: int = 6000) -> bytes:
+    """36 megapixels in 0.3 MB: a request that takes a while to decode and resize."""
+    gradient = Image.linear_gradient("L")
+    bands = [gradient.resize((width, height)), gradient.rotate(90).resize((width, height)),
+             gradient.resize((width, height))]
+    return encode(Image.merge("RGB", bands), "PNG", compress_level=1)
+
+
+def test_sigterm_lets_requests_in_flight_finish_then_exits_0(tmp_path: Path):
+    write_model(tmp_path / "model")
+    server = Server(tmp_path, tmp_path / "serve.log", SAGEMAKER_MODEL_SERVER_WORKERS="1").start()
+    image = big_png()
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            def invoke(_):
+                response = server.invoke(image)
+                return response, time.monotonic()
+            futures = [pool.submit(invoke, i) for i in range(3)]
+            time.sleep(0.8)  # all three accepted by the worker, the first two decoding
+            signalled = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            results = [future.result() for future in futures]
+        code = server.process.wait(30)
+        stopped = time.monotonic()
+    finally:
+        server.stop()
+    log = server.output()
+    assert [response.status for response, _ in results] == [200] * 3, log
+    assert all(response.json()["prediction"] for response, _ in results)
+    assert any(finished > signalled for _, finished in results), "no request was in flight at SIGTERM"
+    assert code == 0, log
+    assert stopped - signalled < 25  # SageMaker sends SIGKILL 30 s after SIGTERM
+    assert "Handling signal: term" in log and "Shutting down: Master" in log
+    with pytest.raises(OSError):
+        server.request("GET", "/ping", timeout=2)
+
+
+def run_serve(opt_ml: Path, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
+    environ = {"SAGEDET_OPT_ML": str(opt_ml), "SAGEDET_BIND_HOST": "127.0.0.1",
+               "SAGEMAKER_BIND_TO_PORT": str(free_port()), "PATH": "/usr/bin:/bin", **env}
+    return subprocess.run([sys.executable, str(SERVE)], env=environ, capture_output=True, text=True, timeout=timeout)
+
+
+def test_bad_environment_is_refused_naming_each_variable(tmp_path: Path):
+    write_model(tmp_path / "model")
+    result = run_serve(tmp_path, SAGEMAKER_BIND_TO_PORT="http", SAGEMAKER_MODEL_SERVER_WORKERS="0",
+                       SAGEMAKER_MAX_PAYLOAD_IN_MB="6.5", SAGEDET_SCORE_THRESHOLD="2")
+    assert result.returncode == 1
+    assert "sagedet serve: invalid inference server environment:" in result.stderr
+    assert "SAGEMAKER_BIND_TO_PORT='http': expected an integer from 1 to 65535" in result.stderr
+    assert "SAGEMAKER_MODEL_SERVER_WORKERS='0': expected an integer >= 1" in result.stderr
+    assert "SAGEMAKER_MAX_PAYLOAD_IN_MB='6.5': expected an integer >= 0" in result.stderr
+    assert "SAGEDET_SCORE_THRESHOLD='2': expected a number from 0 to 1" in result.stderr
+
+
+def test_missing_model_stops_the_server(tmp_path: Path):
+    (tmp_path / "model").mkdir()
+    result = run_serve(tmp_path, SAGEMAKER_MODEL_SERVER_WORKERS="2")
+    assert result.returncode == 4  # gunicorn's "App failed to load"
+    assert (f"sagedet serve: cannot load the model: {tmp_path / 'model' / 'model.safetensors'} is missing: "
+            "a sagedet model folder holds model.safetensors and model.json") in result.stderr
+
+
+def test_model_that_does_not_load_stops_the_server(tmp_path: Path):
+    write_model(tmp_path / "model")
+    metadata_file = tmp_path / "model" / "model.json"
+    metadata = json.loads(metadata_file.read_text())
+    metadata_file.write_text(json.dumps({**metadata, "num_classes": 5}))
+    result = run_serve(tmp_path, SAGEMAKER_MODEL_SERVER_WORKERS="1")
+    assert result.returncode == 4  # gunicorn's "App failed to load"
+    assert "sagedet serve: cannot load the model:" in result.stderr
+    assert "the weights do not fit a mobilenet-v3 SSD with 5 classes at 64 px" in result.stderr

@@ -1,0 +1,83 @@
+"""The inference server's environment → ServeSettings (no server started)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sagedet.errors import ConfigError
+from sagedet.serve.settings import load_settings
+
+
+def settings(env: dict[str, str], cpus: int = 4, gpus: int = 0):
+    return load_settings(env, gpus=lambda: gpus, cpus=lambda: cpus)
+
+
+def test_defaults_are_sagemakers():
+    s = settings({})
+    assert s.model_dir == Path("/opt/ml/model")
+    assert (s.host, s.port, s.timeout, s.max_payload_mb) == ("0.0.0.0", 8080, 60, 6)
+    assert s.max_payload_bytes == 6 * 1024 * 1024
+    assert (s.score_threshold, s.max_detections, s.max_image_pixels, s.device) == (0.0, 200, 64_000_000, "auto")
+    assert (s.batch, s.batch_strategy, s.max_concurrent_transforms) == (False, None, None)
+    assert s.execution_parameters() == {"MaxConcurrentTransforms": 4, "BatchStrategy": "SINGLE_RECORD",
+                                        "MaxPayloadInMB": 6}
+
+
+@pytest.mark.parametrize(("cpus", "gpus", "device", "workers"), [
+    (4, 0, "auto", 4), (1, 0, "auto", 1), (96, 0, "auto", 8), (8, 1, "auto", 1), (32, 4, "auto", 4), (8, 4, "cpu", 8),
+])
+def test_default_workers_one_per_gpu_else_per_cpu(cpus, gpus, device, workers):
+    assert settings({"SAGEDET_DEVICE": device}, cpus, gpus).workers == workers
+
+
+def test_gpus_are_not_counted_when_the_workers_are_given():
+    def no_count():
+        raise AssertionError("counted GPUs")
+    assert load_settings({"SAGEMAKER_MODEL_SERVER_WORKERS": "3"}, gpus=no_count).workers == 3
+
+
+def test_torch_threads_share_the_cpus_out():
+    assert settings({"SAGEMAKER_MODEL_SERVER_WORKERS": "2"}).torch_threads(8) == 4
+    assert settings({"SAGEMAKER_MODEL_SERVER_WORKERS": "16"}).torch_threads(8) == 1
+
+
+def test_values_are_read():
+    s = settings({"SAGEDET_OPT_ML": "/data/ml", "SAGEMAKER_BIND_TO_PORT": "9000", "SAGEMAKER_MODEL_SERVER_WORKERS": "3",
+                  "SAGEMAKER_MODEL_SERVER_TIMEOUT": "120", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "0",
+                  "SAGEDET_BIND_HOST": "127.0.0.1", "SAGEDET_SCORE_THRESHOLD": "0.25", "SAGEDET_MAX_DETECTIONS": "50",
+                  "SAGEDET_MAX_IMAGE_PIXELS": "1000000", "SAGEDET_DEVICE": "CUDA:1", "SAGEMAKER_BATCH": "True",
+                  "SAGEMAKER_BATCH_STRATEGY": "SingleRecord", "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "1"})
+    assert s.model_dir == Path("/data/ml/model")
+    assert (s.port, s.workers, s.timeout, s.max_payload_mb, s.max_payload_bytes) == (9000, 3, 120, 0, None)
+    assert (s.host, s.score_threshold, s.max_detections, s.max_image_pixels) == ("127.0.0.1", 0.25, 50, 1_000_000)
+    assert (s.device, s.batch, s.batch_strategy, s.max_concurrent_transforms) == ("cuda:1", True, "SINGLE_RECORD", 1)
+    assert s.execution_parameters() == {"MaxConcurrentTransforms": 3, "BatchStrategy": "SINGLE_RECORD",
+                                        "MaxPayloadInMB": 0}
+
+
+def test_every_bad_value_is_named_at_once():
+    with pytest.raises(ConfigError) as raised:
+        settings({"SAGEMAKER_BIND_TO_PORT": "70000", "SAGEMAKER_MODEL_SERVER_WORKERS": "two",
+                  "SAGEMAKER_MODEL_SERVER_TIMEOUT": "0", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "-1",
+                  "SAGEDET_SCORE_THRESHOLD": "nan", "SAGEDET_MAX_DETECTIONS": "5000", "SAGEDET_DEVICE": "tpu",
+                  "SAGEMAKER_BATCH": "maybe", "SAGEMAKER_BATCH_STRATEGY": "EVERYTHING", "SAGEDET_BIND_HOST": "a b"})
+    lines = str(raised.value).splitlines()
+    assert lines[0] == "invalid inference server environment:"
+    assert [line.strip() for line in lines[1:]] == [
+        "SAGEDET_DEVICE='tpu': expected auto, cpu, cuda or cuda:N",
+        "SAGEMAKER_MODEL_SERVER_WORKERS='two': expected an integer >= 1",
+        "SAGEDET_BIND_HOST='a b': expected an address such as 0.0.0.0 or 127.0.0.1",
+        "SAGEMAKER_BIND_TO_PORT='70000': expected an integer from 1 to 65535",
+        "SAGEMAKER_MODEL_SERVER_TIMEOUT='0': expected an integer >= 1",
+        "SAGEMAKER_MAX_PAYLOAD_IN_MB='-1': expected an integer >= 0",
+        "SAGEDET_SCORE_THRESHOLD='nan': expected a number from 0 to 1",
+        "SAGEDET_MAX_DETECTIONS='5000': expected an integer from 1 to 1000",
+        "SAGEMAKER_BATCH='maybe': expected true or false",
+        "SAGEMAKER_BATCH_STRATEGY='EVERYTHING': expected SINGLE_RECORD or MULTI_RECORD",
+    ]
+
+
+def test_empty_values_mean_the_default():
+    assert settings({"SAGEMAKER_BIND_TO_PORT": "", "SAGEMAKER_MODEL_SERVER_TIMEOUT": " "}).port == 8080

@@ -1,4 +1,4 @@
-"""The ``sagedet`` command line: ``sagedet train|layers|fetch-weights|sample-data``."""
+"""The ``sagedet`` command line: ``sagedet train|predict|invoke|layers|fetch-weights|sample-data``."""
 
 from __future__ import annotations
 
@@ -58,6 +58,16 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _invoke(args: argparse.Namespace) -> int:
+    from .serve.client import invoke_files, wait_for_ping
+
+    endpoint = args.endpoint.rstrip("/")
+    wait_for_ping(endpoint, args.wait)
+    written = invoke_files(endpoint, args.images, args.output, args.custom_attributes, args.draw_min_score)
+    print(f"{len(written)} answers from {endpoint}/invocations written, drawn, to {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sagedet", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -96,6 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
                          help="draw only detections scoring at least this (default 0.5)")
     predict.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     predict.set_defaults(run=_predict)
+    invoke = commands.add_parser("invoke", help="send images to a running server's /invocations; write its answers "
+                                                "as JSON and drawn as PNG")
+    invoke.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    invoke.add_argument("--endpoint", default="http://127.0.0.1:8080", help="the server (default %(default)s)")
+    invoke.add_argument("--output", required=True, type=Path, metavar="DIR")
+    invoke.add_argument("--custom-attributes", help="X-Amzn-SageMaker-Custom-Attributes, e.g. threshold=0.3")
+    invoke.add_argument("--draw-min-score", type=float, default=0.5, help="lowest score drawn (default 0.5)")
+    invoke.add_argument("--wait", type=float, default=120, help="seconds to wait for /ping (default 120)")
+    invoke.set_defaults(run=_invoke)
     return parser
 
 

@@ -50,7 +50,7 @@ def test_images_hold_one_to_three_separate_shapes(tmp_path):
         counts.add(len(boxes))
         for i, (x0, y0, x1, y1) in enumerate(boxes):
             assert 0 <= x0 < x1 <= size["width"] and 0 <= y0 < y1 <= size["height"]
-            assert 0.2 * short <= max(x1 - x0, y1 - y0) and min(x1 - x0, y1 - y0) <= 0.7 * short
+            assert 0.3 * short <= max(x1 - x0, y1 - y0) and min(x1 - x0, y1 - y0) <= 0.8 * short
             for u0, v0, u1, v1 in boxes[i + 1 :]:
                 assert x1 <= u0 or u1 <= x0 or y1 <= v0 or v1 <= y0
     assert counts == {1, 2, 3}
@@ -64,8 +64,9 @@ def test_box_is_the_tight_bound_of_the_shape(tmp_path):
     box = document["annotations"][0]
     left, top, right, bottom = box["left"], box["top"], box["left"] + box["width"], box["top"] + box["height"]
     inside = pixels[top:bottom, left:right]
-    saturated = inside.max(axis=2) - inside.min(axis=2) > 100  # shapes are vivid, the background pale
-    assert saturated[0].any() and saturated[-1].any() and saturated[:, 0].any() and saturated[:, -1].any()
+    # shape pixels are vivid or dark (the stripes' shade); the background is pale (every channel >= 150)
+    shape = (inside.max(axis=2) - inside.min(axis=2) > 100) | (inside.max(axis=2) < 120)
+    assert shape[0].any() and shape[-1].any() and shape[:, 0].any() and shape[:, -1].any()
 
 
 def test_is_deterministic_for_a_seed(tmp_path):

@@ -1,8 +1,11 @@
 """A generated detection data set in SageMaker's image+JSON layout, for tests, ``make demo`` and benchmarks.
 
-Each image shows 1 to 3 solid shapes on a pale gradient with mild noise; the class decides the shape
-and the colour (red rectangle, green ellipse, blue triangle, each colour jittered a little). Shapes
-span 25-60% of the image's shorter side and never overlap, and image sizes vary by ±20% around
+Each image shows 1 to 3 shapes on a pale gradient with mild noise. The class decides the shape
+(rectangle, ellipse, triangle) and its fill (solid, stripes, checks); the colours are random. The
+fill is a cue that survives every SSD augmentation — channel permutation and colour jitter, crops
+that cut through a shape, flips, zoom-out — so a small network learns the classes quickly; colour
+alone would not (the photometric augmentation permutes channels). Shapes span 35-75% of the image's
+shorter side, so that they stay learnable after zoom-out at small input sizes, and never overlap; and image sizes vary by ±20% around
 ``image_size``. A small SSD learns this from scratch in minutes on a CPU. The output is a function
 of ``seed`` alone: give each channel its own seed.
 """
@@ -16,9 +19,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 SYNTHETIC_CLASSES = ("rectangle", "ellipse", "triangle")
-_COLORS = ((215, 40, 40), (40, 165, 60), (45, 75, 215))
 _SUFFIXES = {"jpeg": "jpg", "png": "png"}
 _PLACEMENT_TRIES = 30
+_PATTERN_CELL = 8  # pixels per stripe / check: coarse enough to survive a 4x zoom-out at 128 px
 
 
 def write_synthetic_dataset(
@@ -70,13 +73,29 @@ def _draw(rng: np.random.Generator, base_size: tuple[int, int]) -> tuple[Image.I
         mask = _shape_mask(rng, class_id, width, height, annotations)
         if mask is None:
             continue
-        color = np.clip(np.array(_COLORS[class_id]) + rng.integers(-20, 21, size=3), 0, 255)
-        image.paste(tuple(int(c) for c in color), mask=mask)
+        image.paste(_fill(rng, class_id, width, height), mask=mask)
         left, top, right, bottom = mask.getbbox()
         annotations.append(
             {"class_id": class_id, "left": left, "top": top, "width": right - left, "height": bottom - top}
         )
     return image, annotations
+
+
+def _fill(rng: np.random.Generator, class_id: int, width: int, height: int) -> Image.Image:
+    """The class's fill: solid, horizontal stripes or checks (8 px) of a random strong colour and a dark
+    shade of it (a contrast in brightness, which no channel permutation removes)."""
+    first = np.array(_saturated_color(rng))
+    second = first * 0.3
+    ys, xs = np.mgrid[0:height, 0:width] // _PATTERN_CELL
+    pattern = (np.zeros_like(ys), ys % 2, (xs + ys) % 2)[class_id % 3].astype(bool)
+    pixels = np.where(pattern[..., None], second, first).astype(np.uint8)
+    return Image.fromarray(pixels, "RGB")
+
+
+def _saturated_color(rng: np.random.Generator) -> tuple[int, int, int]:
+    """A random strong colour (any hue, saturation 0.6-1, value 0.35-0.8), distinct from the pale background."""
+    hue = Image.new("HSV", (1, 1), (int(rng.integers(256)), int(rng.integers(153, 256)), int(rng.integers(90, 205))))
+    return hue.convert("RGB").getpixel((0, 0))
 
 
 def _background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
@@ -95,7 +114,7 @@ def _shape_mask(
 ) -> Image.Image | None:
     """A mask of one shape placed clear of the boxes in ``taken``, or None if none fits."""
     for _ in range(_PLACEMENT_TRIES):
-        side = rng.uniform(0.25, 0.6) * min(width, height)
+        side = rng.uniform(0.35, 0.75) * min(width, height)
         aspect = rng.uniform(0.75, 1.33)
         box_width = min(round(side * aspect**0.5), width)
         box_height = min(round(side / aspect**0.5), height)

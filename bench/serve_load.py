@@ -56,6 +56,7 @@ from sagedet.model.ssd import build_ssd
 from sagedet.serve.codecs import Options, ResponseForm, decode_image, encode
 from sagedet.serve.predictor import Predictor
 from sagedet.serve.settings import default_workers, usable_cpus
+from machine import cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
 SERVE = REPO / "container" / "serve"
@@ -69,14 +70,7 @@ def log(message: str) -> None:
 
 
 def machine_lines() -> list[str]:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     return [
         f"- machine: {cpu}, {os.cpu_count()} cores ({usable_cpus()} usable), CPU only",
         f"- software: Python {platform.python_version()}, torch {torch.__version__}, "

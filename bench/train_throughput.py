@@ -57,6 +57,7 @@ from sagedet.data.transforms import train_transform
 from sagedet.model.ssd import SSDDetector, _default_box_generator, build_ssd, minimum_image_shape
 from sagedet.sagemaker.hyperparameters import BASE_NETWORKS
 from sagedet.train.loop import Runtime
+from machine import cpu_name
 
 SOURCE_IMAGE_SIZE = (500, 375)  # (width, height) of the generated JPEGs: a typical PASCAL VOC image
 MAX_OBJECTS = 3  # random boxes per image: 1 to MAX_OBJECTS
@@ -65,14 +66,7 @@ LEARNING_RATE = 1e-4  # small, so that random targets do not drive the weights t
 
 def machine_lines(device: torch.device) -> list[str]:
     """Markdown lines naming the machine, the software and the date."""
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     accelerator = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
     return [
         f"- machine: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads",

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -23,6 +24,16 @@ from sagedet.model.ssd import build_ssd
 REPO = Path(__file__).resolve().parents[2]
 SERVE = REPO / "container" / "serve"
 CLASS_NAMES = ["rectangle", "ellipse", "triangle"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """In-process models run on one thread: on a busy 2-core machine torch's thread pool can spin for
+    seconds per tiny forward pass."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def write_model(model_dir: Path, base_network: str = "mobilenet-v3", num_classes: int = 3, image_shape: int = 64,

@@ -17,23 +17,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from serve_harness import CLASS_NAMES, Server, child_pids, encode, scene, write_model
+from serve_harness import CLASS_NAMES, Server, child_pids, encode, one_torch_thread, scene, write_model
 from torchvision.transforms.v2 import functional as F
 
 from sagedet.artifacts import load_model
 from sagedet.model.ssd import build_ssd
 
 ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """In-process models run on one thread: on a busy 2-core machine torch's thread pool can spin for
-    seconds per tiny forward pass."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

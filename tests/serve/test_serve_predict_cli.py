@@ -10,21 +10,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from serve_harness import CLASS_NAMES, encode, scene, write_model
+from serve_harness import CLASS_NAMES, encode, one_torch_thread, scene, write_model
 
 from sagedet.cli import main
 from sagedet.serve.codecs import Options, decode_image
 from sagedet.serve.predictor import Predictor
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """In-process models run on one thread: on a busy 2-core machine torch's thread pool can spin for
-    seconds per tiny forward pass."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def sagedet(capsys, *args: str):

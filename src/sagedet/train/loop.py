@@ -279,8 +279,7 @@ class Trainer:
                     width=self.config.image_shape, height=self.config.image_shape))
         voc = voc_map(results, self.config.num_classes, self.config.overlap_threshold)
         coco = coco_metrics(results, self.config.num_classes)
-        return {"mAP": float(voc.mean_ap), **{k: float(v) for k, v in coco.items()},
-                "per_class_AP": {int(k): float(v) for k, v in voc.per_class_ap.items()}}
+        return {"mAP": float(voc.mean_ap), **{k: float(v) for k, v in coco.items()}}
 
 
 def seed_everything(seed: int) -> None:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .errors import SagedetError
+from .sagemaker.hyperparameters import BASE_NETWORKS
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -74,11 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("train", help="run the SageMaker training job in /opt/ml (or $SAGEDET_OPT_ML)").set_defaults(
         run=_train)
     layers = commands.add_parser("layers", help="list the base network's layer names for freeze_layer_pattern")
-    layers.add_argument("base_network", choices=("vgg-16", "resnet-50", "mobilenet-v3"))
+    layers.add_argument("base_network", choices=BASE_NETWORKS)
     layers.set_defaults(run=_layers)
     fetch = commands.add_parser("fetch-weights", help="download torchvision's ImageNet weights into the local cache "
                                                       "(for image builds; needs internet access)")
-    fetch.add_argument("base_network", nargs="*", choices=("vgg-16", "resnet-50", "mobilenet-v3"))
+    fetch.add_argument("base_network", nargs="*", choices=BASE_NETWORKS)
     fetch.set_defaults(run=_fetch_weights)
     sample = commands.add_parser("sample-data", help="write a generated data set and its config as a local /opt/ml tree")
     sample.add_argument("opt_ml", help="the folder to use as /opt/ml")

@@ -7,7 +7,7 @@ does not decode images: decoding, the 3-channel check and augmentation happen in
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -51,11 +51,3 @@ class SampleSource(Protocol):
 
     def read(self, index: int) -> RawSample: ...
 
-
-@dataclass
-class SourceSummary:
-    """What a source found, for the log."""
-
-    images: int
-    objects: int
-    class_counts: dict[int, int] = field(default_factory=dict)

@@ -26,7 +26,6 @@ from .backbones import BaseNetwork, build_base_network
 from .matching import gather_targets, match_anchors
 
 BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
-MAX_IMAGE_SHAPE = 2048
 
 
 @dataclass

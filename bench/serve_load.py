@@ -9,8 +9,10 @@ does not depend on them):
   posting the same JPEG (``--image-size``, default 640×480, a typical photo) to /invocations over
   its own kept-alive connection, back to back, for ``--seconds`` after ``--warmup-seconds`` of the
   same load. It reports requests, failures (any status but 200, any connection error),
-  requests/s, and p50 / p99 latency, once with the server's default worker count (one per CPU, at
-  most 8) and once with one worker, then stops the server with SIGTERM (it must exit 0).
+  requests/s, and p50 / p99 latency for three configurations: the server's default (one worker
+  per CPU, at most 8, the CPUs' threads shared out); one worker with all the CPUs' torch threads
+  (the default for SAGEMAKER_MODEL_SERVER_WORKERS=1); one worker with the default's threads per
+  worker (SAGEDET_TORCH_THREADS). Each server is stopped with SIGTERM (it must exit 0).
 - **in process**: single-image latency (``--threads``, default every CPU): our predictor's full
   path (decode, resize, model, thresholds, JSON) and the model alone; and torchvision's own eager
   ``ssd300_vgg16`` (for vgg-16) and ``ssdlite320_mobilenet_v3_large`` (for mobilenet-v3), without
@@ -170,10 +172,11 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, opt_ml: Path, workers: int, log_file: Path):
+    def __init__(self, opt_ml: Path, workers: int, threads: int, log_file: Path):
         self.port = free_port()
         env = dict(os.environ, SAGEDET_OPT_ML=str(opt_ml), SAGEDET_BIND_HOST="127.0.0.1",
-                   SAGEMAKER_BIND_TO_PORT=str(self.port), SAGEMAKER_MODEL_SERVER_WORKERS=str(workers))
+                   SAGEMAKER_BIND_TO_PORT=str(self.port), SAGEMAKER_MODEL_SERVER_WORKERS=str(workers),
+                   SAGEDET_TORCH_THREADS=str(threads))
         self.log_file = log_file
         with open(log_file, "wb") as out:
             self.process = subprocess.Popen([sys.executable, str(SERVE)], env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -249,14 +252,22 @@ def run_load(port: int, image: bytes, clients: int, seconds: float) -> dict:
             "rps": len(latencies) / elapsed, "p50": p50, "p99": p99}
 
 
+def server_configurations() -> list[tuple[int, int]]:
+    """(workers, torch threads per worker): the server's default; one worker with every CPU's thread
+    (the default when SAGEMAKER_MODEL_SERVER_WORKERS=1); one worker with the default's threads per
+    worker (what one of the default's workers does alone)."""
+    cpus = usable_cpus()
+    workers = default_workers(cpus, 0)
+    return list(dict.fromkeys([(workers, max(1, cpus // workers)), (1, cpus), (1, max(1, cpus // workers))]))
+
+
 def server_rows(network: str, opt_ml: Path, image: bytes, args) -> tuple[list[list[str]], int]:
     rows, failed = [], 0
-    all_workers = default_workers(usable_cpus(), 0)
     results = {}
-    for workers in dict.fromkeys([all_workers, 1]):
-        log(f"  server: {network}, {workers} worker(s), {args.clients} clients, {args.seconds:g} s "
-            f"(+{args.warmup_seconds:g} s warm-up)")
-        server = ServerProcess(opt_ml, workers, opt_ml / f"serve-{workers}.log")
+    for workers, threads in server_configurations():
+        log(f"  server: {network}, {workers} worker(s) x {threads} torch thread(s), {args.clients} clients, "
+            f"{args.seconds:g} s (+{args.warmup_seconds:g} s warm-up)")
+        server = ServerProcess(opt_ml, workers, threads, opt_ml / f"serve-{workers}-{threads}.log")
         try:
             server.wait_ready()
             if args.warmup_seconds:
@@ -269,13 +280,13 @@ def server_rows(network: str, opt_ml: Path, image: bytes, args) -> tuple[list[li
         for failure in result["failures"][:5]:
             log(f"    failure: {failure}")
         failed += len(result["failures"])
-        results[workers] = result
-        threads = max(1, usable_cpus() // workers)
+        results[workers, threads] = result
         rows.append([network, str(workers), str(threads), str(args.clients), f"{result['elapsed']:.1f}",
                      str(result["requests"]), str(len(result["failures"])), f"{result['rps']:.2f}",
                      f"{result['p50']:.0f}", f"{result['p99']:.0f}", ""])
-    if len(results) == 2:
-        rows[0][-1] = f"{results[all_workers]['rps'] / max(results[1]['rps'], 1e-9):.2f}×"
+    default = results[server_configurations()[0]]
+    for row, result in zip(rows[1:], list(results.values())[1:]):
+        row[-1] = f"{default['rps'] / max(result['rps'], 1e-9):.2f}×"
     return rows, failed
 
 
@@ -319,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
              "Server (container/serve on 127.0.0.1; closed-loop clients in a second process, kept-alive "
              "connections):", "",
              *table(["base network", "workers", "torch threads/worker", "clients", "seconds", "requests", "failed",
-                     "requests/s", "p50 ms", "p99 ms", "all vs 1 worker"], load_rows), "",
+                     "requests/s", "p50 ms", "p99 ms", "default's requests/s ÷ this row's"], load_rows), "",
              f"In process, one image at a time, {args.threads} torch threads ({args.iterations} timed calls):", "",
              *table(["base network", "what", "p50 ms", "mean ms"], process_rows)]
     print("\n".join(lines))

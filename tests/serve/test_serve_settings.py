@@ -43,6 +43,11 @@ def test_torch_threads_share_the_cpus_out():
     assert settings({"SAGEMAKER_MODEL_SERVER_WORKERS": "16"}).torch_threads(8) == 1
 
 
+def test_torch_threads_per_worker_can_be_set():
+    assert settings({"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "SAGEDET_TORCH_THREADS": "1"}).torch_threads(8) == 1
+    assert settings({"SAGEMAKER_MODEL_SERVER_WORKERS": "4", "SAGEDET_TORCH_THREADS": "3"}).torch_threads(8) == 3
+
+
 def test_values_are_read():
     s = settings({"SAGEDET_OPT_ML": "/data/ml", "SAGEMAKER_BIND_TO_PORT": "9000", "SAGEMAKER_MODEL_SERVER_WORKERS": "3",
                   "SAGEMAKER_MODEL_SERVER_TIMEOUT": "120", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "0",
@@ -62,7 +67,8 @@ def test_every_bad_value_is_named_at_once():
         settings({"SAGEMAKER_BIND_TO_PORT": "70000", "SAGEMAKER_MODEL_SERVER_WORKERS": "two",
                   "SAGEMAKER_MODEL_SERVER_TIMEOUT": "0", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "-1",
                   "SAGEDET_SCORE_THRESHOLD": "nan", "SAGEDET_MAX_DETECTIONS": "5000", "SAGEDET_DEVICE": "tpu",
-                  "SAGEMAKER_BATCH": "maybe", "SAGEMAKER_BATCH_STRATEGY": "EVERYTHING", "SAGEDET_BIND_HOST": "a b"})
+                  "SAGEMAKER_BATCH": "maybe", "SAGEMAKER_BATCH_STRATEGY": "EVERYTHING", "SAGEDET_BIND_HOST": "a b",
+                  "SAGEDET_TORCH_THREADS": "0"})
     lines = str(raised.value).splitlines()
     assert lines[0] == "invalid inference server environment:"
     assert [line.strip() for line in lines[1:]] == [
@@ -76,6 +82,7 @@ def test_every_bad_value_is_named_at_once():
         "SAGEDET_MAX_DETECTIONS='5000': expected an integer from 1 to 1000",
         "SAGEMAKER_BATCH='maybe': expected true or false",
         "SAGEMAKER_BATCH_STRATEGY='EVERYTHING': expected SINGLE_RECORD or MULTI_RECORD",
+        "SAGEDET_TORCH_THREADS='0': expected an integer from 1 to 256",
     ]
 
 

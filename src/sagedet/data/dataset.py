@@ -20,7 +20,7 @@ from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
-from sagedet.data.sample import SampleSource
+from sagedet.data.sample import RawSample, SampleSource
 from sagedet.errors import DataError
 
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
@@ -83,21 +83,32 @@ class Batch:
 
 
 class DetectionDataset(torch.utils.data.Dataset):
-    """Decodes the samples of ``source`` and runs ``transform`` (see :mod:`sagedet.data.transforms`)."""
+    """Decodes the samples of ``source`` and runs ``transform`` (see :mod:`sagedet.data.transforms`).
 
-    def __init__(self, source: SampleSource, transform: Callable) -> None:
+    The index is a sample's position in ``source``, or the raw sample itself (streams, see
+    :mod:`sagedet.data.loaders`: then ``source`` may be None).
+    """
+
+    def __init__(self, source: SampleSource | None, transform: Callable) -> None:
         self.source = source
         self.transform = transform
 
     def __len__(self) -> int:
+        if self.source is None:
+            raise TypeError("a streamed data set has no length")
         return len(self.source)
 
-    def __getitem__(self, index: int) -> Sample | SampleError:
-        name = self.source.name(index)
-        try:
-            raw = self.source.read(index)
-        except OSError as error:
-            return SampleError(name, f"cannot be read: {error}")
+    def __getitem__(self, index: int | RawSample) -> Sample | SampleError:
+        if isinstance(index, RawSample):
+            name, raw = index.name, index
+        else:
+            name = self.source.name(index)
+            try:
+                raw = self.source.read(index)
+            except OSError as error:
+                return SampleError(name, f"cannot be read: {error}")
+            except DataError as error:
+                return SampleError(name, str(error).removeprefix(f"{name}: "))
         try:
             with Image.open(io.BytesIO(raw.image_bytes)) as image:
                 image.load()

@@ -26,40 +26,29 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
+from sagedet.data.annotations import ClassNames, kind as _kind, pixel_annotations
 from sagedet.data.dataset import DECODE_ERRORS, not_rgb_reason
-from sagedet.data.sample import Objects, RawSample
+from sagedet.data.sample import ImageFile, ImageFiles, problems_report
 from sagedet.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 IMAGE_FORMATS = ("JPEG", "MPO", "PNG")  # PIL calls camera JPEGs with an embedded preview "MPO"
-BOX_KEYS = ("class_id", "left", "top", "width", "height")
-TOLERANCE = 1.0  # pixels a box may stick out of its image before it counts as outside
-MAX_REPORTED = 20
 
 
-@dataclass(frozen=True)
-class _Entry:
-    name: str
-    path: Path
-    objects: Objects
-
-
-class ImageJsonSource:
+class ImageJsonSource(ImageFiles):
     """The samples of one image+JSON channel, e.g. ``train`` with ``train_annotation``."""
 
     def __init__(self, image_dir: Path, annotation_dir: Path, num_classes: int, channel: str) -> None:
-        self.class_names: dict[int, str] = {}
+        self._categories = ClassNames(num_classes)
+        self.class_names: dict[int, str] = self._categories.names
         self._channel = channel
         self._annotation_channel = f"{channel}_annotation"
         self._num_classes = num_classes
-        self._category_files: dict[int, str] = {}
 
         images = _find_files(Path(image_dir), IMAGE_SUFFIXES, f"The {channel} channel")
         annotations = _find_files(Path(annotation_dir), (".json",), f"The {self._annotation_channel} channel")
@@ -78,7 +67,7 @@ class ImageJsonSource:
         for rel in images:
             by_stem[PurePosixPath(rel).stem].append(rel)
         claimed: dict[str, str] = {}  # image -> the JSON describing it
-        entries: list[_Entry] = []
+        entries: list[ImageFile] = []
         errors: list[str] = []
         for json_rel, json_path in annotations.items():
             json_name = f"{self._annotation_channel}/{json_rel}"
@@ -101,19 +90,8 @@ class ImageJsonSource:
                     f"{self._annotation_channel} channel"
                 )
         if errors:
-            raise DataError(_summary(errors, f"the {channel} data"))
+            raise DataError(problems_report(errors, f"the {channel} data"))
         self._entries = sorted(entries, key=lambda entry: entry.name)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def name(self, index: int) -> str:
-        """The image's path with the channel name in front, e.g. ``train/sample_image/img1.jpg``."""
-        return self._entries[index].name
-
-    def read(self, index: int) -> RawSample:
-        entry = self._entries[index]
-        return RawSample(entry.name, entry.path.read_bytes(), entry.objects)
 
     def _resolve_image(
         self, json_name: str, json_rel: str, document: dict, images: dict[str, Path], by_stem: dict[str, list[str]]
@@ -138,7 +116,7 @@ class ImageJsonSource:
             f"{', '.join(candidates)}; set 'file' to the image's path relative to the channel"
         )
 
-    def _entry(self, json_name: str, document: dict, image_rel: str, image_path: Path) -> _Entry:
+    def _entry(self, json_name: str, document: dict, image_rel: str, image_path: Path) -> ImageFile:
         image_name = f"{self._channel}/{image_rel}"
         width, height = _image_header(image_name, image_path)
         claimed_width, claimed_height = _image_size(json_name, document)
@@ -148,67 +126,9 @@ class ImageJsonSource:
                 f"{json_name}: image_size says {claimed_width}x{claimed_height} but {image_name} is {width}x{height}"
                 + (hint if (claimed_width, claimed_height) == (height, width) else "")
             )
-        annotations = document["annotations"]
-        if not isinstance(annotations, list):
-            raise DataError(f"{json_name}: 'annotations' must be a list of objects, got {_kind(annotations)}")
-        boxes = np.zeros((len(annotations), 4), dtype=np.float32)
-        labels = np.zeros(len(annotations), dtype=np.int64)
-        for i, annotation in enumerate(annotations):
-            where = f"{json_name}: annotations[{i}]"
-            labels[i], boxes[i] = self._box(where, annotation, width, height)
-        self._add_categories(json_name, document.get("categories"))
-        return _Entry(image_name, image_path, Objects(boxes, labels))
-
-    def _box(self, where: str, annotation: Any, width: int, height: int) -> tuple[int, list[float]]:
-        """The class id and the box normalized to [0, 1] (xmin, ymin, xmax, ymax), clipped to the image."""
-        if not isinstance(annotation, dict):
-            raise DataError(f"{where} must be an object with keys {', '.join(BOX_KEYS)}, got {_kind(annotation)}")
-        for key in BOX_KEYS:
-            if key not in annotation:
-                raise DataError(f"{where} lacks the required key '{key}' (keys: {', '.join(BOX_KEYS)})")
-            if not _is_number(annotation[key]):
-                raise DataError(f"{where}: '{key}' must be a number, got {annotation[key]!r}")
-        class_id = self._class_id(where, annotation["class_id"])
-        left, top, box_width, box_height = (float(annotation[key]) for key in BOX_KEYS[1:])
-        if box_width <= 0 or box_height <= 0:
-            raise DataError(f"{where}: width and height must be > 0, got width {box_width:g}, height {box_height:g}")
-        xmin, xmax = min(max(left, 0.0), width), min(left + box_width, width)
-        ymin, ymax = min(max(top, 0.0), height), min(top + box_height, height)
-        outside = (
-            left < -TOLERANCE or top < -TOLERANCE
-            or left + box_width > width + TOLERANCE or top + box_height > height + TOLERANCE
-        )
-        if outside or xmax <= xmin or ymax <= ymin:
-            raise DataError(
-                f"{where}: box left={left:g}, top={top:g}, width={box_width:g}, height={box_height:g} lies outside "
-                f"the {width}x{height} image (boxes must lie within it, give or take 1 pixel)"
-            )
-        return class_id, [xmin / width, ymin / height, xmax / width, ymax / height]
-
-    def _class_id(self, where: str, value: Any) -> int:
-        if not (_is_number(value) and float(value).is_integer() and 0 <= value < self._num_classes):
-            raise DataError(
-                f"{where}: class_id {value!r} is not an integer in [0, {self._num_classes}) "
-                f"(num_classes is {self._num_classes})"
-            )
-        return int(value)
-
-    def _add_categories(self, json_name: str, categories: Any) -> None:
-        if categories is None:
-            return
-        if not isinstance(categories, list):
-            raise DataError(f"{json_name}: 'categories' must be a list of objects, got {_kind(categories)}")
-        for i, category in enumerate(categories):
-            where = f"{json_name}: categories[{i}]"
-            if not (isinstance(category, dict) and isinstance(category.get("name"), str) and "class_id" in category):
-                raise DataError(f"{where} must be an object with an integer 'class_id' and a string 'name'")
-            class_id, name = self._class_id(where, category["class_id"]), category["name"]
-            known = self.class_names.setdefault(class_id, name)
-            first_file = self._category_files.setdefault(class_id, json_name)
-            if known != name:
-                raise DataError(
-                    f"{where} names class_id {class_id} {name!r}, but {first_file} names it {known!r}"
-                )
+        objects = pixel_annotations(json_name, document["annotations"], width, height, self._num_classes)
+        self._categories.add(json_name, document.get("categories"))
+        return ImageFile(image_name, image_path, objects)
 
 
 def _find_files(root: Path, suffixes: tuple[str, ...], channel: str) -> dict[str, Path]:
@@ -265,18 +185,3 @@ def _image_header(image_name: str, path: Path) -> tuple[int, int]:
     if mode != "RGB":
         raise DataError(f"{image_name}: {not_rgb_reason(mode)}")
     return size
-
-
-def _is_number(value: Any) -> bool:
-    """An int or float (not a bool), finite and within float range."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 1e300
-
-
-def _kind(value: Any) -> str:
-    return {dict: "an object", list: "a list", str: "a string"}.get(type(value), repr(value))
-
-
-def _summary(errors: list[str], what: str) -> str:
-    shown = "\n".join(errors[:MAX_REPORTED])
-    more = f"\n... and {len(errors) - MAX_REPORTED} more" if len(errors) > MAX_REPORTED else ""
-    return f"{len(errors)} problem(s) in {what}:\n{shown}{more}"

@@ -8,6 +8,7 @@ does not decode images: decoding, the 3-channel check and augmentation happen in
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -51,3 +52,40 @@ class SampleSource(Protocol):
 
     def read(self, index: int) -> RawSample: ...
 
+
+
+MAX_REPORTED = 20
+"""Problems listed in one error; the rest are counted."""
+
+
+def problems_report(problems: list[str], what: str) -> str:
+    """One message for every problem found in ``what`` (e.g. "the train data")."""
+    shown = "\n".join(problems[:MAX_REPORTED])
+    more = f"\n... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
+    return f"{len(problems)} problem(s) in {what}:\n{shown}{more}"
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """One indexed image file: its name in messages, its path and its objects."""
+
+    name: str
+    path: Path
+    objects: Objects
+
+
+class ImageFiles:
+    """A source whose samples are image files indexed up front (image+JSON, File-mode manifests)."""
+
+    class_names: dict[int, str]
+    _entries: list[ImageFile]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def name(self, index: int) -> str:
+        return self._entries[index].name
+
+    def read(self, index: int) -> RawSample:
+        entry = self._entries[index]
+        return RawSample(entry.name, entry.path.read_bytes(), entry.objects)

@@ -1,26 +1,53 @@
-"""Open the train and validation channels as sample sources, whatever their format."""
+"""Open the train and validation channels as training data, whatever their format and input mode:
+
+============================ ================================= ==================================
+format                       File / FastFile mode              Pipe mode
+============================ ================================= ==================================
+image+JSON                   ImageJsonSource                   (refused by sagemaker.channels)
+RecordIO (.rec)              RecordIOSource (random access)    PipeStream of records
+augmented manifest           ManifestSource (.manifest files)  PipeStream of image/label records
+============================ ================================= ==================================
+"""
 
 from __future__ import annotations
 
-from ..errors import ConfigError
-from ..sagemaker.channels import IMAGE_JSON, DataChannels
+from functools import partial
+
+from ..sagemaker.channels import AUGMENTED_MANIFEST, IMAGE_JSON, RECORDIO, Channel, DataChannels
+from . import manifest, recordio_source
 from .imagejson import ImageJsonSource
-from .sample import SampleSource
+from .loaders import TrainingData
+from .manifest import ManifestSource
+from .pipe import PipeStream
+from .recordio_source import RecordIOSource
 
 
-def open_sources(channels: DataChannels, num_classes: int) -> tuple[SampleSource, SampleSource]:
-    """The (train, validation) sources; each checks its data as it indexes it."""
+def open_sources(channels: DataChannels, num_classes: int, label_width: int | None = None
+                 ) -> tuple[TrainingData, TrainingData]:
+    """The (train, validation) data; File-mode sources check their data as they index it."""
     if channels.format == IMAGE_JSON:
         return tuple(  # type: ignore[return-value]
             ImageJsonSource(images.path, annotations.path, num_classes, images.name)
             for images, annotations in ((channels.train, channels.train_annotation),
                                         (channels.validation, channels.validation_annotation)))
-    raise ConfigError(
-        f"training data in the {channels.format} format is not supported by this version of sagedet yet; "
-        "provide image+JSON channels (train, train_annotation, validation, validation_annotation)")
+    return (_open(channels.train, channels.format, num_classes, label_width),
+            _open(channels.validation, channels.format, num_classes, label_width))
 
 
-def class_names(num_classes: int, *sources: SampleSource) -> list[str]:
+def _open(channel: Channel, data_format: str, num_classes: int, label_width: int | None) -> TrainingData:
+    if channel.input_mode == "Pipe":
+        if data_format == RECORDIO:
+            parse = partial(recordio_source.stream_samples, num_classes=num_classes, label_width=label_width)
+        else:
+            parse = partial(manifest.stream_samples, num_classes=num_classes)
+        return PipeStream(channel.path, channel.name, parse)
+    if data_format == RECORDIO:
+        return RecordIOSource(channel.path, num_classes, label_width, channel.name)
+    assert data_format == AUGMENTED_MANIFEST, data_format
+    return ManifestSource(channel.path, num_classes, channel.name)
+
+
+def class_names(num_classes: int, *sources: TrainingData) -> list[str]:
     """One name per class id: from the annotations' categories, else ``class_<id>``."""
     names: dict[int, str] = {}
     for source in sources:

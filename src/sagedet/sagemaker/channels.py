@@ -12,13 +12,14 @@ The built-in Object Detection algorithm knows these channels, and so do we:
 - image/jpeg, image/png, application/x-image: one image per file, with ``train_annotation`` and
   ``validation_annotation`` holding one JSON per image (File or FastFile mode only);
 - application/x-recordio: MXNet RecordIO ``.rec`` files (File or Pipe mode);
-- RecordWrapperType RecordIO: an augmented manifest streamed as RecordIO (any ContentType);
+- RecordWrapperType RecordIO: an augmented manifest streamed as RecordIO (any ContentType, Pipe
+  mode); in File mode (local runs), a folder holding ``.manifest`` files and their images;
 - ``model``, application/x-sagemaker-model: a previous job's model, for incremental training.
 
 Other channel names are ignored. Without inputdataconfig.json (a plain ``docker run``) every known
 channel folder present under the data folder is a File-mode channel and its content type is
 inferred: images when the annotation channels are present, RecordIO when the folder has ``.rec``
-files.
+files, an augmented manifest when it has ``.manifest`` files.
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ def _format(channel: Channel) -> str:
     if channel.record_wrapper == "RecordIO":
         return AUGMENTED_MANIFEST
     if channel.content_type == RECORDIO_TYPE:
+        if channel.input_mode != "Pipe" and _has_manifests(channel.path) and not _has_files(channel.path, ".rec"):
+            return AUGMENTED_MANIFEST  # a .manifest and its images in a File-mode folder (local runs)
         return RECORDIO
     if channel.content_type in IMAGE_TYPES:
         return IMAGE_JSON
@@ -89,6 +92,14 @@ def _format(channel: Channel) -> str:
         f"channel {channel.name!r} has unsupported ContentType {channel.content_type!r}; "
         f"supported: {_SUPPORTED}"
     )
+
+
+def _has_files(folder: Path, suffix: str) -> bool:
+    return folder.is_dir() and any(path.is_file() for path in folder.rglob(f"*{suffix}"))
+
+
+def _has_manifests(folder: Path) -> bool:
+    return _has_files(folder, ".manifest")
 
 
 def _normalise_content_type(value: str) -> str:
@@ -130,7 +141,7 @@ def _infer_content_type(name: str, entries: dict[str, dict], paths: SageMakerPat
         return IMAGE_TYPES[-1]
     if str(entries[name].get("RecordWrapperType", "")).lower() == "recordio":
         return RECORDIO_TYPE  # an augmented manifest, streamed as RecordIO
-    if any(paths.channel_dir(name).glob("*.rec")):
+    if _has_files(paths.channel_dir(name), ".rec") or _has_manifests(paths.channel_dir(name)):
         return RECORDIO_TYPE
     raise ConfigError(
         f"channel {name!r} has no ContentType and it cannot be inferred; set it to one of "

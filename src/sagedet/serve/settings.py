@@ -32,6 +32,8 @@ SAGEDET_MAX_IMAGE_PIXELS            largest image accepted, width × height (def
                                     decompression bombs before they are decoded.
 SAGEDET_DEVICE                      auto (default: CUDA when present, worker i on GPU i mod n),
                                     cpu, cuda or cuda:N
+SAGEDET_TORCH_THREADS               torch intra-op threads per worker, 1 to 256 (default: the
+                                    usable CPUs divided between the workers, at least 1)
 SAGEDET_OPT_ML                      the /opt/ml root (the model is read from <root>/model)
 =================================== ============================================================
 
@@ -62,6 +64,7 @@ SCORE_THRESHOLD = "SAGEDET_SCORE_THRESHOLD"
 MAX_DETECTIONS = "SAGEDET_MAX_DETECTIONS"
 MAX_IMAGE_PIXELS = "SAGEDET_MAX_IMAGE_PIXELS"
 DEVICE = "SAGEDET_DEVICE"
+TORCH_THREADS = "SAGEDET_TORCH_THREADS"
 
 DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
 MAX_DETECTIONS_LIMIT = 1000
@@ -87,6 +90,7 @@ class ServeSettings:
     batch: bool = False
     batch_strategy: str | None = None
     max_concurrent_transforms: int | None = None
+    threads_per_worker: int | None = None
 
     @property
     def max_payload_bytes(self) -> int | None:
@@ -94,7 +98,10 @@ class ServeSettings:
         return self.max_payload_mb * 1024 * 1024 if self.max_payload_mb else None
 
     def torch_threads(self, cpus: int | None = None) -> int:
-        """Intra-op threads for one worker: the CPUs shared out between the workers."""
+        """Intra-op threads for one worker: SAGEDET_TORCH_THREADS, else the CPUs shared out between
+        the workers."""
+        if self.threads_per_worker is not None:
+            return self.threads_per_worker
         return max(1, (cpus or usable_cpus()) // self.workers)
 
     def execution_parameters(self) -> dict:
@@ -143,6 +150,7 @@ def load_settings(environ: Mapping[str, str] | None = None, gpus: Callable[[], i
         batch=reader.read(BATCH, False, _boolean),
         batch_strategy=reader.read(BATCH_STRATEGY, None, _strategy),
         max_concurrent_transforms=reader.read(MAX_CONCURRENT_TRANSFORMS, None, _integer(1, None)),
+        threads_per_worker=reader.read(TORCH_THREADS, None, _integer(1, 256)),
     )
     if reader.problems:
         raise ConfigError("invalid inference server environment:\n  " + "\n  ".join(reader.problems))

@@ -19,9 +19,8 @@ import torch
 
 from .. import __version__
 from ..artifacts import find_model_dir, load_model, save_model
-from ..data.dataset import DetectionDataset
+from ..data.loaders import is_stream
 from ..data.sources import class_names, open_sources
-from ..data.transforms import eval_transform, train_transform
 from ..errors import ConfigError, ModelError
 from ..model.ssd import SSDDetector, build_ssd
 from ..model.weights import load_pretrained_state
@@ -121,20 +120,22 @@ def run_training(paths: SageMakerPaths, stop: StopRequest) -> int:
     log(f"sagedet {__version__}: {config.base_network} at {config.image_shape}x{config.image_shape}, "
         f"{config.num_classes} classes, {config.epochs} epochs, on {runtime.device}, host {resources.current_host}")
 
-    train_source, validation_source = open_sources(channels, config.num_classes)
+    train_source, validation_source = open_sources(channels, config.num_classes, config.label_width)
     names = class_names(config.num_classes, train_source, validation_source)
-    log(f"data: {len(train_source)} training and {len(validation_source)} validation images ({channels.format})")
-    if config.num_training_samples != len(train_source):
-        log(f"note: num_training_samples={config.num_training_samples} but the train channel holds "
-            f"{len(train_source)} images; the data's count is used")
+    if is_stream(train_source):
+        log(f"data: {channels.format} streamed in Pipe mode from {channels.train.path}_<epoch> and "
+            f"{channels.validation.path}_<epoch>")
+    else:
+        log(f"data: {len(train_source)} training and {len(validation_source)} validation images ({channels.format})")
+        if config.num_training_samples != len(train_source):
+            log(f"note: num_training_samples={config.num_training_samples} but the train channel holds "
+                f"{len(train_source)} images; the data's count is used")
 
     seed_everything(SEED)
     with tempfile.TemporaryDirectory(prefix="sagedet-model-channel-") as work_dir:
         model = build_model(config, channels, Path(work_dir))
     trainer = Trainer(
-        config, model,
-        DetectionDataset(train_source, train_transform(config.image_shape)),
-        DetectionDataset(validation_source, eval_transform(config.image_shape)),
+        config, model, train_source, validation_source,
         TrainerOutputs(paths.checkpoint_dir, paths.output_data_dir), runtime,
         MetricsLogger(resources.current_host), stop, log)
     trainer.resume()

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..data.dataset import Batch, DetectionDataset, check_batch, collate
+from ..data.dataset import Batch, check_batch
+from ..data.loaders import TrainingData, build_loader
+from ..data.transforms import eval_transform, train_transform
 from ..errors import ModelError, SagedetError
 from ..evaluate.coco import coco_metrics
 from ..evaluate.detections import ImageDetections
@@ -103,8 +104,8 @@ def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 class Trainer:
-    def __init__(self, config: TrainingConfig, model: SSDDetector, train_data: DetectionDataset,
-                 validation_data: DetectionDataset, outputs: TrainerOutputs, runtime: Runtime,
+    def __init__(self, config: TrainingConfig, model: SSDDetector, train_data: TrainingData,
+                 validation_data: TrainingData, outputs: TrainerOutputs, runtime: Runtime,
                  metrics: MetricsLogger, stop: StopRequest, log: Callable[[str], None] = print):
         self.config = config
         self.runtime = runtime
@@ -123,12 +124,11 @@ class Trainer:
         self.history = TrainingHistory()
         self.best_state: dict[str, torch.Tensor] | None = None
         self.epochs_completed = 0
-        batch = config.mini_batch_size
-        loader_options = dict(num_workers=runtime.data_workers, collate_fn=collate, pin_memory=runtime.cuda,
-                              persistent_workers=runtime.data_workers > 0)
-        self.train_loader = DataLoader(train_data, batch_size=batch, shuffle=True,
-                                       drop_last=len(train_data) > batch, **loader_options)
-        self.validation_loader = DataLoader(validation_data, batch_size=batch, shuffle=False, **loader_options)
+        options = dict(workers=runtime.data_workers, pin_memory=runtime.cuda)
+        self.train_loader = build_loader(train_data, train_transform(config.image_shape), config.mini_batch_size,
+                                         training=True, **options)
+        self.validation_loader = build_loader(validation_data, eval_transform(config.image_shape),
+                                              config.mini_batch_size, training=False, **options)
 
     # --- checkpoints --------------------------------------------------------------------------
     def resume(self) -> bool:

@@ -1,0 +1,98 @@
+"""Batches for training and validation, from a random-access source (File mode) or a stream (Pipe
+mode), decoded and transformed in DataLoader workers either way.
+
+- A :class:`~sagedet.data.sample.SampleSource` is a map-style dataset: shuffled each epoch for
+  training; the last partial batch dropped unless it would be the only one.
+- A :class:`SampleStream` yields the raw samples of pass ``n`` (``samples(n)``). Its records are read
+  in the main process by the batch sampler (:class:`StreamBatches`), which hands each batch of raw
+  samples to the workers through the DataLoader's index queue, so that only the batches in flight
+  are in memory; for training they pass through a bounded shuffle buffer first.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from typing import Protocol, Union
+
+from torch.utils.data import DataLoader, Sampler
+
+from .dataset import DetectionDataset, collate
+from .sample import RawSample, SampleSource
+
+SHUFFLE_BUFFER = 512
+"""Raw samples a stream's shuffle buffer holds (encoded images: ~50 MB for 100 kB JPEGs)."""
+
+
+class SampleStream(Protocol):
+    """A channel read once per pass, in order (Pipe mode)."""
+
+    class_names: dict[int, str]
+
+    def samples(self, epoch: int) -> Iterator[RawSample]: ...
+
+
+TrainingData = Union[SampleSource, SampleStream]
+
+
+def is_stream(data: TrainingData) -> bool:
+    return hasattr(data, "samples")
+
+
+def shuffled(samples: Iterator[RawSample], size: int, rng: random.Random) -> Iterator[RawSample]:
+    """``samples`` in a random order drawn from a buffer of at most ``size`` of them."""
+    buffer: list[RawSample] = []
+    for sample in samples:
+        if len(buffer) < size:
+            buffer.append(sample)
+            continue
+        slot = rng.randrange(size)
+        yield buffer[slot]
+        buffer[slot] = sample
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+class StreamBatches(Sampler):
+    """Batches of raw samples from a stream; each iteration reads the stream's next pass.
+
+    With ``training``: shuffled through a buffer, and a last partial batch is dropped unless the pass
+    had no full batch.
+    """
+
+    def __init__(self, stream: SampleStream, batch_size: int, training: bool, seed: int = 0,
+                 shuffle_buffer: int = SHUFFLE_BUFFER) -> None:
+        self.stream = stream
+        self.batch_size = batch_size
+        self.training = training
+        self.seed = seed
+        self.shuffle_buffer = shuffle_buffer
+        self.passes = 0
+
+    def __iter__(self) -> Iterator[list[RawSample]]:
+        epoch = self.passes
+        self.passes += 1
+        samples = self.stream.samples(epoch)
+        if self.training and self.shuffle_buffer > 1:
+            samples = shuffled(samples, self.shuffle_buffer, random.Random(self.seed * 100_003 + epoch))
+        batch: list[RawSample] = []
+        full = 0
+        for sample in samples:
+            batch.append(sample)
+            if len(batch) == self.batch_size:
+                yield batch
+                batch, full = [], full + 1
+        if batch and not (self.training and full):
+            yield batch
+
+
+def build_loader(data: TrainingData, transform: Callable, batch_size: int, *, training: bool, workers: int,
+                 pin_memory: bool, seed: int = 0) -> DataLoader:
+    """A DataLoader of :class:`~sagedet.data.dataset.Batch` (or SampleError, see ``check_batch``)."""
+    options = dict(num_workers=workers, collate_fn=collate, pin_memory=pin_memory, persistent_workers=workers > 0)
+    if is_stream(data):
+        return DataLoader(DetectionDataset(None, transform),
+                          batch_sampler=StreamBatches(data, batch_size, training, seed), **options)
+    dataset = DetectionDataset(data, transform)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=training,
+                      drop_last=training and len(dataset) > batch_size, **options)

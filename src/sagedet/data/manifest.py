@@ -1,0 +1,184 @@
+"""Ground Truth augmented manifests (object detection) as training data.
+
+Each line of a manifest is a JSON object with ``source-ref`` (the image) and a label attribute
+whose name is the user's (e.g. ``bounding-box``)::
+
+    {"source-ref": "s3://bucket/images/img1.jpg",
+     "bounding-box": {"image_size": [{"width": 500, "height": 400, "depth": 3}],
+                      "annotations": [{"class_id": 0, "left": 111, "top": 134, "width": 61, "height": 128}]},
+     "bounding-box-metadata": {"class-map": {"0": "dog"}, "type": "groundtruth/object-detection"}}
+
+- **Pipe mode** (S3DataType AugmentedManifestFile, RecordWrapperType RecordIO): SageMaker streams, for
+  each line, one RecordIO record per attribute in AttributeNames order — the image's bytes, then the
+  label attribute's value as JSON text (then any further attributes, e.g. the metadata, as JSON).
+  The image must come first (``source-ref`` first in AttributeNames).
+- **File mode**: the channel's folder holds one or more ``.manifest`` files (JSON lines) and the
+  images; each ``source-ref`` is found in the folder by the longest tail of its path that exists
+  there (``s3://bucket/a/b/img.jpg`` → ``a/b/img.jpg``, ``b/img.jpg``, ``img.jpg``).
+
+The label attribute is the one attribute (other than ``source-ref`` and ``*-metadata``) whose value
+holds ``annotations``. Boxes are pixels of the stored image; they are normalized with the image's
+real size (read from its header), and an ``image_size`` that disagrees with it is an error.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+from urllib.parse import urlparse
+
+from PIL import Image
+
+from ..errors import DataError
+from .annotations import ClassNames, kind, pixel_annotations
+from .dataset import DECODE_ERRORS
+from .recordio import Record, RecordReader
+from .sample import ImageFile, ImageFiles, Objects, RawSample, problems_report
+
+SOURCE_REF = "source-ref"
+METADATA_SUFFIX = "-metadata"
+
+
+def label_attribute(where: str, line: dict) -> str:
+    """The name of the line's label attribute (the object-detection annotation)."""
+    candidates = [key for key, value in line.items()
+                  if key != SOURCE_REF and not key.endswith(METADATA_SUFFIX)
+                  and isinstance(value, dict) and "annotations" in value]
+    if len(candidates) != 1:
+        found = ", ".join(repr(key) for key in line) or "none"
+        problem = "no attribute" if not candidates else f"several attributes ({', '.join(candidates)})"
+        raise DataError(f"{where}: {problem} with 'annotations' (an object-detection label attribute, e.g. "
+                        f"'bounding-box': {{'image_size': [...], 'annotations': [...]}}); attributes: {found}")
+    return candidates[0]
+
+
+def image_size(where: str, image: bytes | Path) -> tuple[int, int]:
+    """Width and height from the header of an image (its bytes, or its file)."""
+    try:
+        with Image.open(io.BytesIO(image) if isinstance(image, bytes) else image) as image:
+            return image.size
+    except DECODE_ERRORS as error:
+        raise DataError(f"{where}: the image does not decode as JPEG or PNG ({error})") from None
+
+
+def label_objects(where: str, value: Any, width: int, height: int, num_classes: int) -> Objects:
+    """The objects of a label attribute's value for a ``width`` × ``height`` image."""
+    if not isinstance(value, dict) or "annotations" not in value:
+        raise DataError(f"{where}: the label must be an object with 'annotations' (and 'image_size'), got {kind(value)}")
+    claimed = value.get("image_size")
+    if isinstance(claimed, list) and claimed and isinstance(claimed[0], dict):
+        size = (claimed[0].get("width"), claimed[0].get("height"))
+        if size != (width, height):
+            raise DataError(f"{where}: image_size says {size[0]}x{size[1]} but the image is {width}x{height} "
+                            "(sizes refer to the stored pixels; EXIF orientation is not applied)")
+    return pixel_annotations(where, value["annotations"], width, height, num_classes)
+
+
+# --- Pipe mode: RecordIO-wrapped attributes ---------------------------------------------------------
+def _json_record(record: Record) -> Any:
+    """The record's JSON value, or None when it is not JSON (an image)."""
+    data = record.data.lstrip()
+    if not data[:1] in (b"{", b"["):
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
+
+
+def stream_samples(stream: BinaryIO, name: str, num_classes: int) -> Iterator[RawSample]:
+    """The samples of a RecordIO-wrapped augmented manifest stream: an image record, then its label
+    record (and any further JSON records of the same line, ignored)."""
+    records = RecordReader(stream, name)
+    image: Record | None = None
+    labelled = False
+    for record in records:
+        value = _json_record(record)
+        where = f"{name}: record {record.index} (byte offset {record.offset})"
+        if value is None:  # an image: the previous one must have had its label
+            if image is not None and not labelled:
+                raise DataError(f"{name}: record {image.index} (byte offset {image.offset}): an image followed by "
+                                "another image, not by its label; AttributeNames must be ['source-ref', <label "
+                                "attribute>] in this order")
+            image, labelled = record, False
+            continue
+        if image is None:
+            raise DataError(f"{where}: a JSON record before any image; the first of AttributeNames must be "
+                            "'source-ref' (the image), then the label attribute")
+        if labelled:
+            continue  # a further attribute of the same line (e.g. the metadata)
+        image_where = f"{name}: records {image.index}-{record.index} (byte offset {image.offset})"
+        width, height = image_size(image_where, image.data)
+        yield RawSample(image_where, image.data, label_objects(image_where, value, width, height, num_classes))
+        labelled = True
+    if image is not None and not labelled:
+        raise DataError(f"{name}: record {image.index} (byte offset {image.offset}): the stream ends after an image "
+                        "without its label record")
+
+
+# --- File mode: .manifest files beside the images ------------------------------------------------------
+class ManifestSource(ImageFiles):
+    """The lines of the ``.manifest`` files in one File-mode channel, their images in the same folder."""
+
+    def __init__(self, channel_dir: Path, num_classes: int, channel: str) -> None:
+        root = Path(channel_dir)
+        manifests = sorted(p for p in root.rglob("*.manifest") if p.is_file())
+        if not manifests:
+            raise DataError(f"The {channel} channel ({root}) holds no .manifest file (an augmented manifest in "
+                            "File mode: JSON lines with 'source-ref' and a label attribute, the images beside it)")
+        self._names = ClassNames(num_classes)
+        self.class_names = self._names.names
+        entries, errors = [], []
+        for manifest in manifests:
+            manifest_name = f"{channel}/{manifest.relative_to(root).as_posix()}"
+            with open(manifest, encoding="utf-8") as lines:
+                for number, text in enumerate(lines, 1):
+                    if not text.strip():
+                        continue
+                    where = f"{manifest_name}: line {number}"
+                    try:
+                        entries.append(self._entry(where, text, root, channel, num_classes))
+                    except DataError as error:
+                        errors.append(str(error))
+        if errors:
+            raise DataError(problems_report(errors, f"the {channel} data"))
+        if not entries:
+            raise DataError(f"The {channel} channel's manifests ({', '.join(map(str, manifests))}) hold no lines")
+        self._entries = entries
+
+    def _entry(self, where: str, text: str, root: Path, channel: str, num_classes: int) -> ImageFile:
+        try:
+            line = json.loads(text)
+        except ValueError as error:
+            raise DataError(f"{where}: is not valid JSON: {error}") from None
+        if not isinstance(line, dict):
+            raise DataError(f"{where}: must be a JSON object, got {kind(line)}")
+        reference = line.get(SOURCE_REF)
+        if not isinstance(reference, str) or not reference:
+            raise DataError(f"{where}: lacks '{SOURCE_REF}' (the image's S3 URI or path)")
+        attribute = label_attribute(where, line)
+        path = _find_image(root, reference)
+        if path is None:
+            raise DataError(f"{where}: image {reference!r} not found in the {channel} channel ({root}); looked for "
+                            "the tails of its path there")
+        name = f"{channel}/{path.relative_to(root).as_posix()}"
+        width, height = image_size(name, path)
+        objects = label_objects(f"{where}: '{attribute}'", line[attribute], width, height, num_classes)
+        metadata = line.get(attribute + METADATA_SUFFIX)
+        if isinstance(metadata, dict) and "class-map" in metadata:
+            self._names.add_class_map(f"{where}: '{attribute}{METADATA_SUFFIX}'", metadata["class-map"])
+        return ImageFile(name, path, objects)
+
+
+def _find_image(root: Path, reference: str) -> Path | None:
+    parsed = urlparse(reference)
+    key = parsed.path if parsed.scheme else reference
+    parts = [part for part in PurePosixPath(key).parts if part not in ("/", "..", ".")]
+    for start in range(len(parts)):
+        candidate = root.joinpath(*parts[start:])
+        if candidate.is_file():
+            return candidate
+    return None

@@ -1,0 +1,153 @@
+"""MXNet RecordIO training data: the ``.rec`` files of a File-mode channel as a random-access
+:class:`~sagedet.data.sample.SampleSource`, and a Pipe-mode stream as raw samples one by one.
+
+File mode: every ``.rec`` file under the channel's folder (sorted by path) is indexed up front —
+from its ``.idx`` file when one lies beside it (same name, suffix .idx), else by walking the
+framing words — and every record's label is read and checked (header and label only: the image
+bytes are not read). All problems found are reported at once. A sample's image bytes are read
+from its offset when the DataLoader worker asks for it, so a large file is never held in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from ..errors import DataError
+from .detection_label import parse_detection_label
+from .recordio import (HEADER, HEADER_SIZE, LENGTH_LIMIT, MAGIC, WORD, Record, RecordReader, read_exactly, read_index,
+                       read_record_at, unpack)
+from .sample import Objects, RawSample, problems_report
+
+
+def record_name(file_name: str, record: Record) -> str:
+    return f"{file_name}: record {record.index} (byte offset {record.offset})"
+
+
+def record_sample(record: Record, file_name: str, num_classes: int, label_width: int | None) -> RawSample:
+    """One image record → a raw sample (its label parsed and checked)."""
+    where = record_name(file_name, record)
+    image = unpack(record, file_name)
+    if image.scalar:
+        raise DataError(f"{where}: has a scalar label ({image.label[0]:g}) in its header, as classification records do; "
+                        "object detection records carry a label array [A, B, ..., class_id, xmin, ymin, xmax, ymax, ...] "
+                        "(im2rec --pack-label)")
+    objects = parse_detection_label(image.label, where, num_classes, label_width)
+    return RawSample(where, image.image, objects)
+
+
+def stream_samples(stream: BinaryIO, name: str, num_classes: int, label_width: int | None) -> Iterator[RawSample]:
+    """The samples of a .rec stream (a Pipe-mode FIFO), one record in memory at a time."""
+    for record in RecordReader(stream, name):
+        yield record_sample(record, name, num_classes, label_width)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    path: Path
+    file_name: str
+    index: int
+    offset: int
+    objects: Objects
+
+
+class RecordIOSource:
+    """The records of the ``.rec`` files of one File-mode channel."""
+
+    def __init__(self, channel_dir: Path, num_classes: int, label_width: int | None, channel: str) -> None:
+        self.class_names: dict[int, str] = {}
+        self._num_classes = num_classes
+        self._label_width = label_width
+        root = Path(channel_dir)
+        files = sorted(path for path in root.rglob("*") if path.suffix.lower() == ".rec" and path.is_file()
+                       and not any(part.startswith(".") for part in path.relative_to(root).parts))
+        if not files:
+            raise DataError(f"The {channel} channel ({root}) holds no .rec file (ContentType application/x-recordio)")
+        entries: list[_Entry] = []
+        errors: list[str] = []
+        for path in files:
+            file_name = f"{channel}/{path.relative_to(root).as_posix()}"
+            try:
+                entries += self._index_file(path, file_name, errors)
+            except DataError as error:
+                errors.append(str(error))
+        if errors:
+            raise DataError(problems_report(errors, f"the {channel} data"))
+        if not entries:
+            raise DataError(f"The {channel} channel's .rec files ({', '.join(str(f) for f in files)}) hold no records")
+        self._entries = entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def name(self, index: int) -> str:
+        entry = self._entries[index]
+        return f"{entry.file_name}: record {entry.index} (byte offset {entry.offset})"
+
+    def read(self, index: int) -> RawSample:
+        entry = self._entries[index]
+        record = read_record_at(entry.path, entry.offset, entry.index)
+        return RawSample(self.name(index), unpack(record, entry.file_name).image, entry.objects)
+
+    def _index_file(self, path: Path, file_name: str, errors: list[str]) -> list[_Entry]:
+        entries = []
+        with open(path, "rb") as stream:
+            for i, offset in enumerate(_offsets(path, file_name, stream)):
+                where = f"{file_name}: record {i} (byte offset {offset})"
+                try:
+                    label = _read_label(stream, file_name, i, offset)
+                    if label is None:
+                        raise DataError(f"{where}: has a scalar label in its header, as classification records do; "
+                                        "object detection records carry a label array [A, B, ..., class_id, xmin, "
+                                        "ymin, xmax, ymax, ...] (im2rec --pack-label)")
+                    objects = parse_detection_label(label, where, self._num_classes, self._label_width)
+                    entries.append(_Entry(path, file_name, i, offset, objects))
+                except DataError as error:
+                    errors.append(str(error))
+        return entries
+
+
+def _offsets(path: Path, file_name: str, stream: BinaryIO) -> list[int]:
+    """Every record's byte offset: from the .idx file beside ``path`` (checked against the file's size),
+    else by walking the framing words (a truncated file or a bad magic is an error here)."""
+    index_file = path.with_suffix(".idx")
+    if not index_file.is_file():
+        reader = RecordReader(stream, file_name)
+        offsets = []
+        while (offset := reader.skip()) is not None:
+            offsets.append(offset)
+        return offsets
+    size = path.stat().st_size
+    offsets = [offset for _, offset in read_index(index_file)]
+    for line, offset in enumerate(offsets, 1):
+        if offset >= size:
+            raise DataError(f"{index_file}: line {line} points at byte {offset}, past the end of {file_name} "
+                            f"({size} bytes); the .idx file does not belong to this .rec file")
+    return offsets
+
+
+def _read_label(stream: BinaryIO, file_name: str, index: int, offset: int) -> np.ndarray | None:
+    """The label array of the record at ``offset`` (None for a scalar label), reading the framing
+    word, the 24-byte header and the label only (a record split in parts is read whole)."""
+    stream.seek(offset)
+    head = stream.read(8 + HEADER_SIZE)
+    if len(head) == 8 + HEADER_SIZE:
+        magic, lrec = WORD.unpack_from(head)
+        length = lrec & (LENGTH_LIMIT - 1)
+        if magic == MAGIC and lrec >> 29 == 0 and length >= HEADER_SIZE:
+            flag = HEADER.unpack_from(head, 8)[0]
+            if flag == 0:
+                return None
+            if HEADER_SIZE + 4 * flag <= length:
+                return np.frombuffer(read_exactly(stream, 4 * flag), "<f4").astype(np.float32)
+    # split in parts, too short, or not a record: read it whole, the reader names the problem
+    stream.seek(offset)
+    record = RecordReader(stream, file_name, offset, index).next()
+    if record is None:
+        raise DataError(f"{file_name}: record {index} (byte offset {offset}): no record there, the file ends")
+    image = unpack(record, file_name)
+    return None if image.scalar else image.label

@@ -1,0 +1,153 @@
+"""Pipe mode emulated with real FIFOs: a writer thread plays SageMaker, creating
+``/opt/ml/input/data/<channel>_<epoch>`` one pass after another (the next one late) and writing
+the channel's bytes into it; the real ``container/train`` trains from them for two epochs."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import TINY_HYPERPARAMETERS, failure_reason, run_train
+
+from sagedet.data.detection_label import format_detection_label
+from sagedet.data.imagejson import ImageJsonSource
+from sagedet.data.recordio import RecordWriter, pack
+from sagedet.data.synthetic import write_synthetic_dataset
+from sagedet.sagemaker.local import write_training_config
+from sagedet.sagemaker.paths import SageMakerPaths
+
+EPOCHS = 2
+
+
+def rec_bytes(image_root: Path, channel: str) -> bytes:
+    """The channel's generated images and objects as a .rec file (A=2, B=5)."""
+    source = ImageJsonSource(image_root / channel, image_root / f"{channel}_annotation", 3, channel)
+    out = io.BytesIO()
+    writer = RecordWriter(out)
+    for i in range(len(source)):
+        raw = source.read(i)
+        writer.write(pack(format_detection_label(raw.objects), raw.image_bytes, id=i))
+    return out.getvalue()
+
+
+def manifest_bytes(image_root: Path, channel: str) -> bytes:
+    """The channel as SageMaker streams an augmented manifest with RecordWrapperType RecordIO: for
+    each line the image's bytes, then the label attribute's JSON, then its metadata's JSON."""
+    out = io.BytesIO()
+    writer = RecordWriter(out)
+    for annotation in sorted((image_root / f"{channel}_annotation").glob("*.json")):
+        document = json.loads(annotation.read_text())
+        writer.write((image_root / channel / document["file"]).read_bytes())
+        writer.write(json.dumps({"image_size": document["image_size"],
+                                 "annotations": document["annotations"]}).encode())
+        writer.write(json.dumps({"class-map": {"0": "rectangle"}, "type": "groundtruth/object-detection"}).encode())
+    return out.getvalue()
+
+
+class PipeFeeder:
+    """SageMaker's side of Pipe mode for some channels: FIFO ``<channel>_<n>`` is created once
+    ``<channel>_<n-1>`` has been written to the end (after ``delay`` seconds), for ``passes`` passes."""
+
+    def __init__(self, data_dir: Path, channels: dict[str, bytes], passes: int, delay: float = 0.5):
+        self.errors: list[str] = []
+        self.opened: dict[str, int] = {}
+        self.threads = [threading.Thread(target=self._feed, args=(data_dir, name, payload, passes, delay), daemon=True)
+                        for name, payload in channels.items()]
+
+    def __enter__(self) -> "PipeFeeder":
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for thread in self.threads:
+            thread.join(timeout=5)
+
+    def _feed(self, data_dir: Path, name: str, payload: bytes, passes: int, delay: float) -> None:
+        for n in range(passes):
+            time.sleep(delay)  # the next FIFO appears late
+            fifo = data_dir / f"{name}_{n}"
+            os.mkfifo(fifo)
+            try:
+                fd = _open_for_writing(fifo, timeout=240)
+            except TimeoutError:
+                return  # nobody read this pass (training ended): SageMaker would stop here too
+            self.opened[name] = n + 1
+            with os.fdopen(fd, "wb") as pipe:
+                try:
+                    for start in range(0, len(payload), 65536):  # chunks, as a stream arrives
+                        pipe.write(payload[start:start + 65536])
+                except BrokenPipeError:
+                    self.errors.append(f"{fifo}: the reader closed the FIFO before its end")
+                    return
+
+
+def _open_for_writing(fifo: Path, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # ENXIO: no reader yet
+            if time.monotonic() > deadline:
+                raise TimeoutError(fifo) from None
+            time.sleep(0.05)
+
+
+def pipe_job(root: Path, wrapper: str, content_type: str) -> SageMakerPaths:
+    paths = SageMakerPaths(root / "opt_ml")
+    channels = {name: {"ContentType": content_type, "TrainingInputMode": "Pipe",
+                       "S3DistributionType": "FullyReplicated", "RecordWrapperType": wrapper}
+                for name in ("train", "validation")}
+    write_training_config(paths, {**TINY_HYPERPARAMETERS, "epochs": str(EPOCHS)}, channels)
+    paths.data_dir.mkdir(parents=True, exist_ok=True)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("images")
+    write_synthetic_dataset(root, "train", 24, seed=1, image_size=(80, 64))
+    write_synthetic_dataset(root, "validation", 8, seed=2, image_size=(80, 64))
+    return root
+
+
+@pytest.mark.parametrize("data_format", ["recordio", "augmented-manifest"])
+def test_trains_from_pipe_mode_fifos_over_two_epochs(tmp_path, images, data_format):
+    if data_format == "recordio":
+        paths = pipe_job(tmp_path, "None", "application/x-recordio")
+        payloads = {name: rec_bytes(images, name) for name in ("train", "validation")}
+    else:
+        paths = pipe_job(tmp_path, "RecordIO", "application/x-image")
+        payloads = {name: manifest_bytes(images, name) for name in ("train", "validation")}
+
+    with PipeFeeder(paths.data_dir, payloads, passes=EPOCHS) as feeder:
+        result = run_train(paths, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not paths.failure_file.exists()
+    assert feeder.errors == []
+    assert feeder.opened == {"train": EPOCHS, "validation": EPOCHS}  # one FIFO per epoch, each read to its end
+    assert "streamed in Pipe mode" in result.stdout + result.stderr
+    records = json.loads((paths.output_data_dir / "metrics.json").read_text())
+    assert [r["epoch"] for r in records] == list(range(EPOCHS))
+    assert all(0.0 <= r["validation_map"] <= 1.0 and r["train_loss"] > 0 for r in records)
+    assert (paths.model_dir / "model.safetensors").is_file()
+
+
+def test_a_bad_record_in_the_pipe_fails_the_job_naming_it(tmp_path, images):
+    paths = pipe_job(tmp_path, "None", "application/x-recordio")
+    good = rec_bytes(images, "train")
+    out = io.BytesIO()
+    writer = RecordWriter(out)
+    writer.write(pack([2, 5, 0, 0.5, 0.5, 0.4, 0.9], b"\xff\xd8not really a jpeg"))  # xmax < xmin
+    payloads = {"train": good + out.getvalue(), "validation": rec_bytes(images, "validation")}
+    with PipeFeeder(paths.data_dir, payloads, passes=1):
+        result = run_train(paths, timeout=300)
+    assert result.returncode != 0
+    reason = failure_reason(paths)
+    assert f"train_0: record 24 (byte offset {len(good)})" in reason, reason
+    assert "needs xmax > xmin" in reason

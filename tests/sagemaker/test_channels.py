@@ -253,3 +253,21 @@ def test_bad_inputdataconfig_json(paths):
     with pytest.raises(ConfigError, match="input data config file .* is not valid JSON") as caught:
         load_channels(paths)
     assert str(paths.input_data_config_file) in str(caught.value)
+
+
+def test_without_inputdataconfig_manifest_folders(paths):
+    make(paths, None, ("train", "validation"))
+    (paths.channel_dir("train") / "train.manifest").write_text("{}\n")
+    (paths.channel_dir("validation") / "validation.manifest").write_text("{}\n")
+    assert load_channels(paths).format == "augmented-manifest"
+
+
+def test_a_file_mode_recordio_channel_holding_a_manifest_is_a_manifest(paths):
+    config = {name: entry("application/x-recordio") for name in ("train", "validation")}
+    make(paths, config, ("train", "validation"))
+    (paths.channel_dir("train") / "data.manifest").write_text("{}\n")
+    (paths.channel_dir("validation") / "data.manifest").write_text("{}\n")
+    assert load_channels(paths).format == "augmented-manifest"
+    (paths.channel_dir("train") / "data.rec").write_bytes(b"")
+    (paths.channel_dir("validation") / "data.rec").write_bytes(b"")
+    assert load_channels(paths).format == "recordio"  # .rec files win

@@ -1,0 +1,127 @@
+"""Augmented manifests: File-mode .manifest files beside their images, and the RecordIO-wrapped
+records SageMaker streams in Pipe mode."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sagedet.data.manifest import ManifestSource, label_attribute, stream_samples
+from sagedet.data.recordio import RecordWriter, frame
+from sagedet.errors import DataError
+
+
+def jpeg(width=100, height=50) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 30)).save(out, "JPEG")
+    return out.getvalue()
+
+
+def label(annotations, width=100, height=50):
+    return {"image_size": [{"width": width, "height": height, "depth": 3}], "annotations": annotations}
+
+
+BOX = {"class_id": 1, "left": 10, "top": 5, "width": 40, "height": 20}
+
+
+def line(ref, value, attribute="bounding-box", class_map=None):
+    document = {"source-ref": ref, attribute: value}
+    if class_map is not None:
+        document[f"{attribute}-metadata"] = {"class-map": class_map, "type": "groundtruth/object-detection"}
+    return json.dumps(document)
+
+
+@pytest.fixture
+def channel(tmp_path: Path) -> Path:
+    root = tmp_path / "train"
+    (root / "images" / "a").mkdir(parents=True)
+    (root / "images" / "a" / "one.jpg").write_bytes(jpeg())
+    (root / "two.jpg").write_bytes(jpeg(60, 40))
+    return root
+
+
+def test_file_mode_finds_source_refs_by_the_tail_of_their_path(channel):
+    (channel / "train.manifest").write_text("\n".join([
+        line("s3://bucket/prefix/images/a/one.jpg", label([BOX]), "my-boxes", {"0": "cat", "1": "dog"}),
+        line("s3://bucket/elsewhere/two.jpg", label([], 60, 40), "my-boxes"),
+        "",
+    ]))
+    source = ManifestSource(channel, num_classes=2, channel="train")
+    assert len(source) == 2
+    assert source.class_names == {0: "cat", 1: "dog"}
+    first = source.read(0)
+    assert first.name == "train/images/a/one.jpg"
+    assert first.image_bytes == (channel / "images" / "a" / "one.jpg").read_bytes()
+    np.testing.assert_allclose(first.objects.boxes, [[0.1, 0.1, 0.5, 0.5]])
+    assert first.objects.labels.tolist() == [1]
+    assert source.name(1) == "train/two.jpg" and len(source.read(1).objects.labels) == 0
+
+
+def test_file_mode_reports_every_bad_line_at_once(channel):
+    (channel / "train.manifest").write_text("\n".join([
+        "not json",
+        line("s3://b/missing.jpg", label([BOX])),
+        line("s3://b/images/a/one.jpg", label([{**BOX, "class_id": 7}])),
+        line("s3://b/images/a/one.jpg", label([BOX], 99, 50)),
+        json.dumps({"source-ref": "s3://b/two.jpg", "something": 1}),
+        line("s3://b/images/a/one.jpg", label([{**BOX, "left": 90}])),
+    ]))
+    with pytest.raises(DataError) as raised:
+        ManifestSource(channel, num_classes=2, channel="train")
+    message = str(raised.value)
+    assert message.startswith("6 problem(s) in the train data:")
+    assert "train/train.manifest: line 1: is not valid JSON" in message
+    assert "train/train.manifest: line 2: image 's3://b/missing.jpg' not found in the train channel" in message
+    assert "line 3: 'bounding-box': annotations[0]: class_id 7 is not an integer in [0, 2)" in message
+    assert "line 4: 'bounding-box': image_size says 99x50 but the image is 100x50" in message
+    assert "line 5: no attribute with 'annotations'" in message
+    assert "line 6: 'bounding-box': annotations[0]: box left=90" in message
+
+
+def test_a_channel_without_manifest_is_named(tmp_path):
+    (tmp_path / "train").mkdir()
+    with pytest.raises(DataError, match=r"The train channel \(.*\) holds no .manifest file"):
+        ManifestSource(tmp_path / "train", 2, "train")
+
+
+def test_several_label_attributes_are_ambiguous():
+    with pytest.raises(DataError, match="several attributes \\(a, b\\)"):
+        label_attribute("x.manifest: line 1", {"source-ref": "s3://b/k.jpg", "a": label([]), "b": label([])})
+
+
+def records(*payloads: bytes) -> io.BytesIO:
+    out = io.BytesIO()
+    writer = RecordWriter(out)
+    for payload in payloads:
+        writer.write(payload)
+    out.seek(0)
+    return out
+
+
+def test_pipe_records_image_then_label_then_metadata():
+    payloads = [jpeg(), json.dumps(label([BOX])).encode(), b'{"class-map": {"1": "dog"}}',
+                jpeg(60, 40), json.dumps(label([], 60, 40)).encode()]
+    samples = list(stream_samples(records(*payloads), "train_0", num_classes=2))
+    fourth = sum(len(frame(payload)) for payload in payloads[:3])
+    assert [s.name for s in samples] == ["train_0: records 0-1 (byte offset 0)",
+                                         f"train_0: records 3-4 (byte offset {fourth})"]
+    assert samples[1].image_bytes == payloads[3]
+    np.testing.assert_allclose(samples[0].objects.boxes, [[0.1, 0.1, 0.5, 0.5]])
+    assert len(samples[1].objects.labels) == 0
+
+
+@pytest.mark.parametrize(("payloads", "expected"), [
+    ((b'{"annotations": []}', b"x"), "train_0: record 0 (byte offset 0): a JSON record before any image"),
+    ((b"\xff\xd8 image one", b"\xff\xd8 image two"), "train_0: record 0 (byte offset 0): an image followed by another image"),
+    ((b"\xff\xd8 image",), "the stream ends after an image without its label record"),
+    ((b"\xff\xd8 not a jpeg", b'{"annotations": []}'), "train_0: records 0-1 (byte offset 0): the image does not decode"),
+])
+def test_pipe_stream_errors_name_the_record(payloads, expected):
+    with pytest.raises(DataError) as raised:
+        list(stream_samples(records(*payloads), "train_0", num_classes=2))
+    assert expected in str(raised.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -10,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from sagedet.data.detection_label import format_detection_label
+from sagedet.data.imagejson import ImageJsonSource
+from sagedet.data.recordio import RecordWriter, pack
 from sagedet.data.synthetic import write_synthetic_dataset
 from sagedet.sagemaker.local import write_training_config
 from sagedet.sagemaker.paths import SageMakerPaths
@@ -61,3 +65,29 @@ def failure_reason(paths: SageMakerPaths) -> str:
 @pytest.fixture
 def job(tmp_path: Path) -> SageMakerPaths:
     return make_job(tmp_path / "opt_ml")
+
+
+# --- the generated data in the other training formats ------------------------------------------
+def rec_bytes(image_root: Path, channel: str) -> bytes:
+    """The channel's generated images and objects as a .rec file (A=2, B=5)."""
+    source = ImageJsonSource(image_root / channel, image_root / f"{channel}_annotation", 3, channel)
+    out = io.BytesIO()
+    writer = RecordWriter(out)
+    for i in range(len(source)):
+        raw = source.read(i)
+        writer.write(pack(format_detection_label(raw.objects), raw.image_bytes, id=i))
+    return out.getvalue()
+
+
+def manifest_bytes(image_root: Path, channel: str) -> bytes:
+    """The channel as SageMaker streams an augmented manifest with RecordWrapperType RecordIO: for
+    each line the image's bytes, then the label attribute's JSON, then its metadata's JSON."""
+    out = io.BytesIO()
+    writer = RecordWriter(out)
+    for annotation in sorted((image_root / f"{channel}_annotation").glob("*.json")):
+        document = json.loads(annotation.read_text())
+        writer.write((image_root / channel / document["file"]).read_bytes())
+        writer.write(json.dumps({"image_size": document["image_size"],
+                                 "annotations": document["annotations"]}).encode())
+        writer.write(json.dumps({"class-map": {"0": "rectangle"}, "type": "groundtruth/object-detection"}).encode())
+    return out.getvalue()

@@ -7,15 +7,22 @@ mode), decoded and transformed in DataLoader workers either way.
   in the main process by the batch sampler (:class:`StreamBatches`), which hands each batch of raw
   samples to the workers through the DataLoader's index queue, so that only the batches in flight
   are in memory; for training they pass through a bounded shuffle buffer first.
+
+With several training processes each reads its :class:`Shard`: a distinct part of the source
+(training: a DistributedSampler, reshuffled each epoch by ``set_epoch``; validation: every
+``count``-th sample, no padding, so that each sample is evaluated once), or every ``count``-th record
+of a stream.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
+from dataclasses import dataclass
 from collections.abc import Callable, Iterator
 from typing import Protocol, Union
 
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
 
 from .dataset import DetectionDataset, collate
 from .sample import RawSample, SampleSource
@@ -33,6 +40,29 @@ class SampleStream(Protocol):
 
 
 TrainingData = Union[SampleSource, SampleStream]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Part ``index`` of ``count`` equal parts of a channel's data."""
+
+    index: int = 0
+    count: int = 1
+
+
+WHOLE = Shard()
+
+
+class ShardedStream:
+    """Every ``shard.count``-th sample of a stream, from the ``shard.index``-th on."""
+
+    def __init__(self, stream: SampleStream, shard: Shard) -> None:
+        self.stream = stream
+        self.shard = shard
+        self.class_names = stream.class_names
+
+    def samples(self, epoch: int) -> Iterator[RawSample]:
+        return itertools.islice(self.stream.samples(epoch), self.shard.index, None, self.shard.count)
 
 
 def is_stream(data: TrainingData) -> bool:
@@ -87,12 +117,21 @@ class StreamBatches(Sampler):
 
 
 def build_loader(data: TrainingData, transform: Callable, batch_size: int, *, training: bool, workers: int,
-                 pin_memory: bool, seed: int = 0) -> DataLoader:
-    """A DataLoader of :class:`~sagedet.data.dataset.Batch` (or SampleError, see ``check_batch``)."""
+                 pin_memory: bool, seed: int = 0, shard: Shard = WHOLE) -> DataLoader:
+    """A DataLoader of :class:`~sagedet.data.dataset.Batch` (or SampleError, see ``check_batch``).
+
+    A training loader over a sharded source has a ``sampler`` with ``set_epoch``: call it each epoch."""
     options = dict(num_workers=workers, collate_fn=collate, pin_memory=pin_memory, persistent_workers=workers > 0)
     if is_stream(data):
+        stream = ShardedStream(data, shard) if shard.count > 1 else data
         return DataLoader(DetectionDataset(None, transform),
-                          batch_sampler=StreamBatches(data, batch_size, training, seed), **options)
+                          batch_sampler=StreamBatches(stream, batch_size, training, seed), **options)
     dataset = DetectionDataset(data, transform)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=training,
-                      drop_last=training and len(dataset) > batch_size, **options)
+    if shard.count == 1:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=training,
+                          drop_last=training and len(dataset) > batch_size, **options)
+    if not training:
+        return DataLoader(Subset(dataset, range(shard.index, len(dataset), shard.count)), batch_size=batch_size,
+                          **options)
+    sampler = DistributedSampler(dataset, num_replicas=shard.count, rank=shard.index, shuffle=True, seed=seed)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=len(sampler) > batch_size, **options)

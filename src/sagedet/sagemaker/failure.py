@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import sys
 import traceback
+from pathlib import Path
 from typing import Callable
 
 from sagedet.errors import SagedetError
 from sagedet.sagemaker.paths import SageMakerPaths
 
 
-def write_failure(paths: SageMakerPaths, reason: str) -> None:
-    """Write the full reason to the failure file, creating its folder."""
-    paths.failure_file.parent.mkdir(parents=True, exist_ok=True)
-    paths.failure_file.write_text(reason, encoding="utf-8")
+def write_failure(paths: SageMakerPaths, reason: str, failure_file: Path | None = None) -> None:
+    """Write the full reason to the failure file (or ``failure_file``), creating its folder."""
+    target = failure_file or paths.failure_file
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(reason, encoding="utf-8")
 
 
 def clear_failure(paths: SageMakerPaths) -> None:
@@ -27,26 +29,28 @@ def clear_failure(paths: SageMakerPaths) -> None:
     paths.failure_file.unlink(missing_ok=True)
 
 
-def _report(paths: SageMakerPaths, reason: str) -> None:
+def _report(paths: SageMakerPaths, reason: str, failure_file: Path | None) -> None:
     print(reason, file=sys.stderr, flush=True)
     try:
-        write_failure(paths, reason)
+        write_failure(paths, reason, failure_file)
     except OSError as error:
-        print(f"cannot write {paths.failure_file}: {error}", file=sys.stderr, flush=True)
+        print(f"cannot write {failure_file or paths.failure_file}: {error}", file=sys.stderr, flush=True)
 
 
-def run_with_failure_file(paths: SageMakerPaths, fn: Callable[[], int | None]) -> int:
-    """Run ``fn()`` and return the process exit code, reporting a failure as SageMaker expects."""
+def run_with_failure_file(paths: SageMakerPaths, fn: Callable[[], int | None], failure_file: Path | None = None) -> int:
+    """Run ``fn()`` and return the process exit code, reporting a failure as SageMaker expects
+    (in ``failure_file`` instead of /opt/ml/output/failure: a training process's report to its
+    launcher)."""
     try:
         code = fn()
     except KeyboardInterrupt:
-        _report(paths, "Interrupted")
+        _report(paths, "Interrupted", failure_file)
         return 130
     except SagedetError as error:
-        _report(paths, str(error) or type(error).__name__)
+        _report(paths, str(error) or type(error).__name__, failure_file)
         return 1
     except Exception as error:
         message = f"Internal error: {type(error).__name__}: {error}"
-        _report(paths, f"{message}\n\n{traceback.format_exc()}")
+        _report(paths, f"{message}\n\n{traceback.format_exc()}", failure_file)
         return 2
     return 0 if code is None else int(code)

@@ -9,27 +9,30 @@ with 143.
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from .. import __version__
 from ..artifacts import find_model_dir, load_model, save_model
-from ..data.loaders import is_stream
+from ..data.loaders import Shard, is_stream
 from ..data.sources import class_names, open_sources
 from ..errors import ConfigError, ModelError
 from ..model.ssd import SSDDetector, build_ssd
 from ..model.weights import load_pretrained_state
-from ..sagemaker.channels import DataChannels, load_channels
-from ..sagemaker.failure import clear_failure, run_with_failure_file
+from ..sagemaker.channels import Channel, DataChannels, load_channels
+from ..sagemaker.failure import clear_failure, run_with_failure_file, write_failure
 from ..sagemaker.hyperparameters import TrainingConfig, load_hyperparameters
 from ..sagemaker.metrics_log import MetricsLogger
 from ..sagemaker.paths import SageMakerPaths
 from ..sagemaker.resources import load_resources
+from .distributed import SOLO, Collective, Rank, launch, plan, worker_failure_file
 from .loop import Runtime, StopRequest, Trainer, TrainerOutputs, seed_everything
 
 EXIT_STOPPED = 143  # 128 + SIGTERM
@@ -111,51 +114,124 @@ def model_metadata(config: TrainingConfig, names: list[str], result_epoch: int, 
     }
 
 
-def run_training(paths: SageMakerPaths, stop: StopRequest) -> int:
+def _shard(channel: Channel, rank: Rank) -> Shard:
+    """Which part of a channel this process reads: FullyReplicated channels arrive whole on every
+    host (a part of all processes); ShardedByS3Key channels arrive in parts (a part of this host's)."""
+    if channel.distribution == "ShardedByS3Key":
+        return Shard(rank.local_rank, rank.local_world_size)
+    return Shard(rank.rank, rank.world_size)
+
+
+def _distributed_runtime(runtime: Runtime, config: TrainingConfig, channels: DataChannels, resources,
+                         rank: Rank) -> Runtime:
+    if rank.world_size == 1:
+        return runtime
+    if channels.train.input_mode == "Pipe" and rank.local_world_size > 1:
+        raise ConfigError(f"Pipe mode with {rank.local_world_size} training processes on one host is not supported: "
+                          "a FIFO has one reader; use File or FastFile mode, or one GPU per host")
+    per_process = config.mini_batch_size // rank.local_world_size
+    if per_process < 1:
+        raise ConfigError(f"hyperparameter 'mini_batch_size'={config.mini_batch_size} is smaller than the "
+                          f"{rank.local_world_size} GPUs of a host; it is shared out between them: use >= "
+                          f"{rank.local_world_size}")
+    if len(resources.hosts) > 1:
+        if config.kv_store == "dist_async":
+            log("kv_store=dist_async: sagedet trains synchronously (DistributedDataParallel), as with dist_sync")
+    device = runtime.device
+    if device.type == "cuda":
+        device = torch.device("cuda", rank.local_rank)
+        torch.cuda.set_device(device)
+    workers = runtime.data_workers if os.environ.get(DATA_WORKERS_ENV) else max(
+        1, min(4, (os.cpu_count() or 1) // rank.local_world_size))
+    return replace(runtime, device=device, data_workers=workers, rank=rank, batch_size=per_process,
+                   train_shard=_shard(channels.train, rank), validation_shard=_shard(channels.validation, rank),
+                   show_progress=runtime.show_progress and rank.is_main)
+
+
+def run_training(paths: SageMakerPaths, stop: StopRequest, rank: Rank = SOLO) -> int:
     config = load_hyperparameters(paths.hyperparameters_file)
     channels = load_channels(paths)
     resources = load_resources(paths)
     _check_batch_size(config)
-    runtime = _runtime()
-    log(f"sagedet {__version__}: {config.base_network} at {config.image_shape}x{config.image_shape}, "
-        f"{config.num_classes} classes, {config.epochs} epochs, on {runtime.device}, host {resources.current_host}")
+    runtime = _distributed_runtime(_runtime(), config, channels, resources, rank)
+    speaks = rank.local_rank == 0  # one process per host writes the log and the metric lines
+    say = log if speaks else (lambda message: None)
+    say(f"sagedet {__version__}: {config.base_network} at {config.image_shape}x{config.image_shape}, "
+        f"{config.num_classes} classes, {config.epochs} epochs, on {runtime.device}, host {resources.current_host}"
+        + (f", process {rank.rank} of {rank.world_size}" if rank.world_size > 1 else ""))
 
     train_source, validation_source = open_sources(channels, config.num_classes, config.label_width)
     names = class_names(config.num_classes, train_source, validation_source)
     if is_stream(train_source):
-        log(f"data: {channels.format} streamed in Pipe mode from {channels.train.path}_<epoch> and "
+        say(f"data: {channels.format} streamed in Pipe mode from {channels.train.path}_<epoch> and "
             f"{channels.validation.path}_<epoch>")
     else:
-        log(f"data: {len(train_source)} training and {len(validation_source)} validation images ({channels.format})")
+        say(f"data: {len(train_source)} training and {len(validation_source)} validation images ({channels.format})")
         if config.num_training_samples != len(train_source):
-            log(f"note: num_training_samples={config.num_training_samples} but the train channel holds "
+            say(f"note: num_training_samples={config.num_training_samples} but the train channel holds "
                 f"{len(train_source)} images; the data's count is used")
 
     seed_everything(SEED)
     with tempfile.TemporaryDirectory(prefix="sagedet-model-channel-") as work_dir:
         model = build_model(config, channels, Path(work_dir))
-    trainer = Trainer(
-        config, model, train_source, validation_source,
-        TrainerOutputs(paths.checkpoint_dir, paths.output_data_dir), runtime,
-        MetricsLogger(resources.current_host), stop, log)
-    trainer.resume()
-    result = trainer.fit()
-
-    save_model(paths.model_dir, result.best_state,
-               model_metadata(config, names, result.best_epoch, result.best_map, result.epochs_completed))
-    log(f"model written to {paths.model_dir} (best epoch {result.best_epoch}, validation mAP {result.best_map:.4f})")
-    if len(result.history.records):
-        log(f"training curves: {paths.output_data_dir / 'training_curves.png'}")
+    if rank.world_size > 1 and config.base_network == "resnet-50":
+        if runtime.cuda:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            say("resnet-50: batch normalization synchronized across the training processes (SyncBatchNorm)")
+        else:
+            say("resnet-50 on CPU: batch normalization stays per process (PyTorch's SyncBatchNorm needs CUDA)")
+    collective = Collective.join(rank, runtime.device)
+    try:
+        trainer = Trainer(
+            config, model, train_source, validation_source,
+            TrainerOutputs(paths.checkpoint_dir, paths.output_data_dir), runtime,
+            MetricsLogger(resources.current_host, None if speaks else io.StringIO()), stop, say, collective)
+        trainer.resume()
+        result = trainer.fit()
+        if rank.is_main:
+            save_model(paths.model_dir, result.best_state,
+                       model_metadata(config, names, result.best_epoch, result.best_map, result.epochs_completed))
+            log(f"model written to {paths.model_dir} (best epoch {result.best_epoch}, validation mAP "
+                f"{result.best_map:.4f})")
+            if len(result.history.records):
+                log(f"training curves: {paths.output_data_dir / 'training_curves.png'}")
+        collective.barrier()  # no host ends before the model is written (SDK local mode ends the job then)
+    finally:
+        collective.leave()
     return EXIT_STOPPED if result.stopped else 0
 
 
+def _local_processes() -> int:
+    """One training process per GPU when training on CUDA, else one."""
+    device = os.environ.get(DEVICE_ENV, "")
+    if device.startswith("cpu") or ":" in device or not torch.cuda.is_available():
+        return 1
+    return torch.cuda.device_count()
+
+
 def main() -> int:
-    """The ``train`` entrypoint."""
+    """The ``train`` entrypoint: one training process, or the launcher of several."""
     paths = SageMakerPaths.from_env()
     stop = StopRequest().install()
+    rank = Rank.from_env()
+    if rank is not None:  # a training process started by the launcher below
+        return run_with_failure_file(paths, lambda: run_training(paths, stop, rank), worker_failure_file())
 
     def job() -> int:
         clear_failure(paths)
-        return run_training(paths, stop)
+        topology = plan(load_resources(paths), _local_processes())
+        if not topology.distributed:
+            return run_training(paths, stop)
+        load_hyperparameters(paths.hyperparameters_file)  # report bad input once, before starting processes
+        load_channels(paths)
+        result = launch(topology, [sys.executable, "-m", "sagedet.train.job"], log)
+        if result.reason:
+            print(result.reason, file=sys.stderr, flush=True)
+            write_failure(paths, result.reason)
+        return result.code
 
     return run_with_failure_file(paths, job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

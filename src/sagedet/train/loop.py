@@ -1,13 +1,20 @@
 """The training loop: epochs of SSD training, validation mAP, metric lines, checkpoints, stop on SIGTERM.
 
-The loop knows nothing of /opt/ml: it receives the typed config, the model, the two datasets, a
+The loop knows nothing of /opt/ml: it receives the typed config, the model, the two data sets, a
 :class:`TrainerOutputs` with the folders to write to, and a :class:`StopRequest` that SIGTERM sets.
 It checks the stop request after every batch, so a stopped job writes its checkpoint and exits
 within one training step (well inside SageMaker's 120 s before SIGKILL).
+
+With several processes (:mod:`sagedet.train.distributed`) the model is wrapped in
+DistributedDataParallel; each process reads its shard; before each step the processes agree (one
+small all-reduce) that all of them have a batch and whether one was asked to stop, so that they take
+the same steps; validation detections are gathered, the mAP is computed once and shared; only
+process 0 writes checkpoints and metrics files, and resuming reads its checkpoint and shares it.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import signal
 import sys
@@ -21,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from ..data.dataset import Batch, check_batch
-from ..data.loaders import TrainingData, build_loader
+from ..data.loaders import WHOLE, Shard, TrainingData, build_loader
 from ..data.transforms import eval_transform, train_transform
 from ..errors import ModelError, SagedetError
 from ..evaluate.coco import coco_metrics
@@ -31,6 +38,7 @@ from ..model.ssd import SSDDetector
 from ..sagemaker.hyperparameters import TrainingConfig
 from ..sagemaker.metrics_log import MetricsLogger
 from .checkpoint import load_checkpoint, save_checkpoint
+from .distributed import SOLO, Collective, Rank
 from .early_stopping import EarlyStopping
 from .history import EpochRecord, TrainingHistory
 from .optim import build_optimizer, build_scheduler
@@ -63,6 +71,10 @@ class Runtime:
     data_workers: int = 2
     log_every: int = 50  # batches between metric lines within an epoch
     show_progress: bool = False
+    rank: Rank = SOLO
+    batch_size: int | None = None  # per process; None: mini_batch_size
+    train_shard: Shard = WHOLE
+    validation_shard: Shard = WHOLE
 
     @property
     def cuda(self) -> bool:
@@ -106,16 +118,23 @@ def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 class Trainer:
     def __init__(self, config: TrainingConfig, model: SSDDetector, train_data: TrainingData,
                  validation_data: TrainingData, outputs: TrainerOutputs, runtime: Runtime,
-                 metrics: MetricsLogger, stop: StopRequest, log: Callable[[str], None] = print):
+                 metrics: MetricsLogger, stop: StopRequest, log: Callable[[str], None] = print,
+                 collective: Collective | None = None):
         self.config = config
         self.runtime = runtime
         self.outputs = outputs
         self.metrics = metrics
         self.stop = stop
         self.log = log
+        self.collective = collective or Collective(SOLO, runtime.device)
+        self.is_main = runtime.rank.is_main
         self.model = model.to(runtime.device)
         if runtime.cuda:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.network: torch.nn.Module = self.model  # what the training step calls: the model, or DDP around it
+        if self.collective.active:
+            self.network = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[runtime.device.index] if runtime.cuda else None)
         self.optimizer = build_optimizer(config, self.model.parameters(), runtime.cuda)
         self.scheduler = build_scheduler(config, self.optimizer)
         self.scaler = torch.amp.GradScaler("cuda", enabled=runtime.amp_dtype == torch.float16)
@@ -124,16 +143,19 @@ class Trainer:
         self.history = TrainingHistory()
         self.best_state: dict[str, torch.Tensor] | None = None
         self.epochs_completed = 0
+        batch = runtime.batch_size or config.mini_batch_size
         options = dict(workers=runtime.data_workers, pin_memory=runtime.cuda)
-        self.train_loader = build_loader(train_data, train_transform(config.image_shape), config.mini_batch_size,
-                                         training=True, **options)
-        self.validation_loader = build_loader(validation_data, eval_transform(config.image_shape),
-                                              config.mini_batch_size, training=False, **options)
+        self.train_loader = build_loader(train_data, train_transform(config.image_shape), batch, training=True,
+                                         shard=runtime.train_shard, **options)
+        self.validation_loader = build_loader(validation_data, eval_transform(config.image_shape), batch,
+                                              training=False, shard=runtime.validation_shard, **options)
 
     # --- checkpoints --------------------------------------------------------------------------
     def resume(self) -> bool:
-        """Load the checkpoint in the checkpoint folder, if there is one; True if it did."""
-        state = load_checkpoint(self.outputs.checkpoint_file)
+        """Load the checkpoint in the checkpoint folder, if there is one; True if it did. With several
+        processes, process 0's checkpoint is shared with the others."""
+        state = load_checkpoint(self.outputs.checkpoint_file) if self.is_main else None
+        state = self.collective.broadcast(state)
         if state is None:
             return False
         expected = identity(self.config)
@@ -154,6 +176,8 @@ class Trainer:
         return True
 
     def _save_checkpoint(self) -> None:
+        if not self.is_main:
+            return
         state = {
             "format": CHECKPOINT_FORMAT,
             "identity": identity(self.config),
@@ -186,11 +210,12 @@ class Trainer:
             record.coco_ap, record.coco_ap50 = validation["coco_AP"], validation["coco_AP50"]
             self.metrics.validation_map(epoch, validation["mAP"])
             self.history.append(record)
-            if self.early_stopping.update(epoch, validation["mAP"]):
+            if self.early_stopping.update(epoch, validation["mAP"]) and self.is_main:
                 self.best_state = _cpu_state(self.model)
             self.scheduler.step()
             self.metrics.progress(100.0 * self.epochs_completed / config.epochs)
-            self.history.write(self.outputs.output_data_dir)
+            if self.is_main:
+                self.history.write(self.outputs.output_data_dir)
             self._save_checkpoint()
             self.log(f"epoch {epoch}: loss {record.train_loss:.4f}, validation mAP {validation['mAP']:.4f}, "
                      f"COCO AP {validation['coco_AP']:.4f}, {record.images_per_second:.1f} images/s")
@@ -216,19 +241,33 @@ class Trainer:
             batch.images = batch.images.contiguous(memory_format=torch.channels_last)
         return batch
 
+    def _batches(self, epoch: int):
+        """The epoch's batches, as long as every process has one and none was asked to stop; then
+        the iteration ends (``self.stop.requested`` is set if some process was asked to stop)."""
+        sampler = getattr(self.train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        batches = iter(self.train_loader)
+        while True:
+            batch = next(batches, None)
+            every_process_has_one, stopping = self.collective.step(batch is not None, self.stop.requested)
+            if stopping:
+                self.stop.requested = True
+            if stopping or not every_process_has_one:
+                return
+            yield batch
+
     def _train_epoch(self, epoch: int) -> EpochRecord | None:
         self.model.train()
         totals = torch.zeros(2, device=self.runtime.device)
         images, batches = 0, 0
         started = time.perf_counter()
-        progress = tqdm(self.train_loader, desc=f"epoch {epoch}", unit="batch", leave=False,
+        progress = tqdm(self._batches(epoch), desc=f"epoch {epoch}", unit="batch", leave=False,
                         disable=not self.runtime.show_progress)
         for batch in progress:
-            if self.stop.requested:
-                return None
             batch = self._to_device(batch)
             with self._autocast():
-                cls_logits, box_codes = self.model(batch.images)
+                cls_logits, box_codes = self.network(batch.images)
             losses = self.model.loss(cls_logits, box_codes, batch.boxes, batch.labels)
             loss = losses["cross_entropy"] + losses["smooth_l1"]
             self.optimizer.zero_grad(set_to_none=True)
@@ -260,12 +299,15 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, epoch: int) -> dict[str, float] | None:
-        """validation:mAP (VOC AP at overlap_threshold, mean over classes) and COCO AP / AP50."""
+        """validation:mAP (VOC AP at overlap_threshold, mean over classes) and COCO AP / AP50, over
+        the whole validation set (each process's detections gathered, the figures computed by
+        process 0 and shared)."""
+        self.collective.share_buffers(self.model)
         self.model.eval()
         results: list[ImageDetections] = []
         for batch in tqdm(self.validation_loader, desc=f"validation {epoch}", unit="batch", leave=False,
                           disable=not self.runtime.show_progress):
-            if self.stop.requested:
+            if self.stop.requested and not self.collective.active:
                 return None
             batch = self._to_device(batch)
             with self._autocast():
@@ -277,6 +319,16 @@ class Trainer:
                     pred_boxes=det.boxes.cpu().numpy(), pred_scores=det.scores.cpu().numpy(),
                     pred_labels=det.labels.cpu().numpy(), gt_boxes=boxes[valid], gt_labels=labels[valid],
                     width=self.config.image_shape, height=self.config.image_shape))
+        if self.collective.active:
+            gathered = self.collective.all_gather(results)
+            # interleaved back into the data's order (process r evaluated samples r, r + n, ...), so that
+            # detections with equal scores rank as they would in one process
+            ordered = [r for group in itertools.zip_longest(*gathered) for r in group if r is not None]
+            figures = self._figures(ordered) if self.is_main else None
+            return self.collective.broadcast(figures)
+        return self._figures(results)
+
+    def _figures(self, results: list[ImageDetections]) -> dict[str, float]:
         voc = voc_map(results, self.config.num_classes, self.config.overlap_threshold)
         coco = coco_metrics(results, self.config.num_classes)
         return {"mAP": float(voc.mean_ap), **{k: float(v) for k, v in coco.items()}}

@@ -1,0 +1,141 @@
+"""Two hosts on loopback: two separate ``container/train`` processes, each with its own /opt/ml tree
+and resourceconfig.json (algo-1, algo-2), the host names mapped to 127.0.0.1 by
+SAGEDET_HOST_ADDRESSES; they train one model together over gloo."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY_HYPERPARAMETERS, TRAIN_ENTRYPOINT, failure_reason, make_job, run_train, train_env
+
+from sagedet.artifacts import load_model
+from sagedet.data.imagejson import ImageJsonSource
+from sagedet.data.loaders import build_loader
+from sagedet.data.transforms import eval_transform
+from sagedet.evaluate.detections import ImageDetections
+from sagedet.evaluate.voc_map import voc_map
+from sagedet.model.ssd import build_ssd
+from sagedet.sagemaker.local import write_training_config
+from sagedet.sagemaker.paths import SageMakerPaths
+
+HOSTS = ("algo-1", "algo-2")
+EPOCHS = 3
+HYPERPARAMETERS = {**TINY_HYPERPARAMETERS, "epochs": str(EPOCHS), "mini_batch_size": "6", "kv_store": "dist_sync"}
+MAP_LINE = re.compile(r"#quality_metric: host=(\S+), epoch=(\d+), validation mAP <score>=\((\S+)\)")
+SAME_MAP_TOLERANCE = 0.25
+"""Two hosts (2 x 6 images a step) against one process (12 a step) on the same data: different
+sample order, augmentation draws and per-process batch statistics, so the figures differ by noise."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def host_job(root: Path, host: str, hyperparameters: dict) -> SageMakerPaths:
+    paths = make_job(root / host, hyperparameters, train=24, validation=10)
+    write_training_config(paths, hyperparameters, hosts=HOSTS, current_host=host)
+    resources = json.loads(paths.resource_config_file.read_text())
+    paths.resource_config_file.write_text(json.dumps({**resources, "network_interface_name": "lo"}))
+    return paths
+
+
+def start(paths: SageMakerPaths, port: int) -> subprocess.Popen:
+    env = train_env(paths, SAGEDET_HOST_ADDRESSES=json.dumps({h: "127.0.0.1" for h in HOSTS}),
+                    SAGEDET_MASTER_PORT=str(port), SAGEDET_DIST_TIMEOUT="60", SAGEDET_DEVICE="cpu",
+                    OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, str(TRAIN_ENTRYPOINT)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def maps(log: str) -> dict[int, float]:
+    return {int(epoch): float(value) for _, epoch, value in MAP_LINE.findall(log)}
+
+
+def evaluate_saved_model(paths: SageMakerPaths) -> float:
+    """validation:mAP of the saved model over the whole validation channel, in this process."""
+    state, metadata = load_model(paths.model_dir)
+    model = build_ssd(metadata["base_network"], metadata["num_classes"], metadata["image_shape"])
+    model.load_state_dict(state)
+    model.eval()
+    source = ImageJsonSource(paths.channel_dir("validation"), paths.channel_dir("validation_annotation"), 3,
+                             "validation")
+    results = []
+    with torch.no_grad():
+        for batch in build_loader(source, eval_transform(metadata["image_shape"]), 6, training=False, workers=0,
+                                  pin_memory=False):
+            detections = model.postprocess(*model(batch.images), metadata["nms_threshold"])
+            for det, boxes, labels in zip(detections, batch.boxes.numpy(), batch.labels.numpy()):
+                valid = labels >= 0
+                results.append(ImageDetections(det.boxes.numpy(), det.scores.numpy(), det.labels.numpy(),
+                                               boxes[valid], labels[valid], metadata["image_shape"],
+                                               metadata["image_shape"]))
+    return float(voc_map(results, 3, 0.5).mean_ap)
+
+
+@pytest.mark.slow
+def test_two_hosts_train_one_model_together(tmp_path):
+    port = free_port()
+    jobs = [host_job(tmp_path, host, HYPERPARAMETERS) for host in HOSTS]
+    processes = [start(paths, port) for paths in jobs]
+    logs = [process.communicate(timeout=600)[0] for process in processes]
+    for process, log in zip(processes, logs):
+        assert process.returncode == 0, log[-3000:]
+    first, second = (maps(log) for log in logs)
+    assert sorted(first) == list(range(EPOCHS))
+    assert first == second  # one figure, computed once, logged by both hosts
+    assert all(f"host={host}" in log for host, log in zip(HOSTS, logs))
+    assert "distributed: 2 host(s) x 1 process(es); this host is node 1; rendezvous algo-1 (127.0.0.1:" in logs[1]
+    assert "process 1 of 2" in logs[1]
+
+    main, other = jobs
+    assert (main.model_dir / "model.safetensors").is_file()
+    assert not (other.model_dir / "model.safetensors").exists()  # only one process writes the model
+    assert (main.checkpoint_dir / "sagedet-checkpoint.pt").is_file()
+    assert not any(other.checkpoint_dir.iterdir())
+    metadata = json.loads((main.model_dir / "model.json").read_text())
+    # the logged mAP is over the whole validation set: the saved (best) model scores the same here
+    assert evaluate_saved_model(main) == pytest.approx(metadata["validation_mAP"], abs=1e-6)
+    assert metadata["validation_mAP"] == pytest.approx(max(first.values()), abs=1e-6)
+
+    single = make_job(tmp_path / "single", {**HYPERPARAMETERS, "mini_batch_size": "12"}, train=24, validation=10)
+    result = run_train(single, timeout=600, SAGEDET_DEVICE="cpu")
+    assert result.returncode == 0, result.stderr[-3000:]
+    alone = maps(result.stdout)
+    print(f"best validation mAP: two hosts {max(first.values()):.4f}, one process {max(alone.values()):.4f}")
+    assert abs(max(alone.values()) - max(first.values())) <= SAME_MAP_TOLERANCE, (alone, first)
+
+
+@pytest.mark.slow
+def test_when_a_host_dies_the_other_fails_within_the_bound(tmp_path):
+    port = free_port()
+    hyperparameters = {**HYPERPARAMETERS, "epochs": "200"}
+    jobs = [host_job(tmp_path, host, hyperparameters) for host in HOSTS]
+    processes = [start(paths, port) for paths in jobs]
+    deadline = time.monotonic() + 300
+    while not (jobs[0].output_data_dir / "metrics.json").exists():  # the first epoch is done
+        assert time.monotonic() < deadline, "training did not get through an epoch"
+        assert all(p.poll() is None for p in processes), [p.communicate()[0][-2000:] for p in processes]
+        time.sleep(0.5)
+    os.killpg(processes[1].pid, signal.SIGKILL)  # algo-2 and its training process vanish
+    killed = time.monotonic()
+    log = processes[0].communicate(timeout=120)[0]
+    waited = time.monotonic() - killed
+    processes[1].communicate()
+    print(f"algo-1 exited {processes[0].returncode} {waited:.1f} s after algo-2 was killed")
+    assert processes[0].returncode not in (0, 143), log[-3000:]
+    assert waited < 90, f"algo-1 took {waited:.0f} s to notice"
+    reason = failure_reason(jobs[0])
+    assert reason.startswith("training process 0 failed"), reason
+    assert "lost contact with another training process" in reason

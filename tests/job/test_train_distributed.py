@@ -123,11 +123,7 @@ def test_when_a_host_dies_the_other_fails_within_the_bound(tmp_path):
     hyperparameters = {**HYPERPARAMETERS, "epochs": "200"}
     jobs = [host_job(tmp_path, host, hyperparameters) for host in HOSTS]
     processes = [start(paths, port) for paths in jobs]
-    deadline = time.monotonic() + 300
-    while not (jobs[0].output_data_dir / "metrics.json").exists():  # the first epoch is done
-        assert time.monotonic() < deadline, "training did not get through an epoch"
-        assert all(p.poll() is None for p in processes), [p.communicate()[0][-2000:] for p in processes]
-        time.sleep(0.5)
+    wait_for_first_epoch(jobs[0], processes)
     os.killpg(processes[1].pid, signal.SIGKILL)  # algo-2 and its training process vanish
     killed = time.monotonic()
     log = processes[0].communicate(timeout=120)[0]
@@ -139,3 +135,45 @@ def test_when_a_host_dies_the_other_fails_within_the_bound(tmp_path):
     reason = failure_reason(jobs[0])
     assert reason.startswith("training process 0 failed"), reason
     assert "lost contact with another training process" in reason
+
+
+def wait_for_first_epoch(paths: SageMakerPaths, processes: list[subprocess.Popen]) -> None:
+    deadline = time.monotonic() + 300
+    while not (paths.output_data_dir / "metrics.json").exists():
+        assert time.monotonic() < deadline, "training did not get through an epoch"
+        assert all(p.poll() is None for p in processes), [p.communicate()[0][-2000:] for p in processes]
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_two_hosts_resume_a_one_process_checkpoint(tmp_path):
+    single = make_job(tmp_path / "single", {**HYPERPARAMETERS, "epochs": "2"}, train=24, validation=10)
+    result = run_train(single, timeout=600, SAGEDET_DEVICE="cpu")
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = [host_job(tmp_path, host, HYPERPARAMETERS) for host in HOSTS]
+    checkpoint = single.checkpoint_dir / "sagedet-checkpoint.pt"
+    (jobs[0].checkpoint_dir / checkpoint.name).write_bytes(checkpoint.read_bytes())  # algo-1's only
+    port = free_port()
+    processes = [start(paths, port) for paths in jobs]
+    logs = [process.communicate(timeout=600)[0] for process in processes]
+    for process, log in zip(processes, logs):
+        assert process.returncode == 0, log[-3000:]
+        assert "2 epochs completed" in log  # both start from algo-1's checkpoint
+    assert maps(logs[0]) == maps(logs[1]) and sorted(maps(logs[0])) == [2]
+    records = json.loads((jobs[0].output_data_dir / "metrics.json").read_text())
+    assert [r["epoch"] for r in records] == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_both_hosts_at_the_same_step(tmp_path):
+    jobs = [host_job(tmp_path, host, {**HYPERPARAMETERS, "epochs": "200"}) for host in HOSTS]
+    port = free_port()
+    processes = [start(paths, port) for paths in jobs]
+    wait_for_first_epoch(jobs[0], processes)
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    logs = [process.communicate(timeout=120)[0] for process in processes]
+    assert [p.returncode for p in processes] == [143, 143], [log[-2000:] for log in logs]
+    assert (jobs[0].model_dir / "model.safetensors").is_file()
+    assert (jobs[0].checkpoint_dir / "sagedet-checkpoint.pt").is_file()
+    assert not jobs[0].failure_file.exists() and not jobs[1].failure_file.exists()

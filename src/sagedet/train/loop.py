@@ -143,6 +143,7 @@ class Trainer:
         self.history = TrainingHistory()
         self.best_state: dict[str, torch.Tensor] | None = None
         self.epochs_completed = 0
+        self.stopping = False  # the stop request as every process agreed on it
         batch = runtime.batch_size or config.mini_batch_size
         options = dict(workers=runtime.data_workers, pin_memory=runtime.cuda)
         self.train_loader = build_loader(train_data, train_transform(config.image_shape), batch, training=True,
@@ -196,7 +197,7 @@ class Trainer:
     # --- the loop -------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
         config = self.config
-        while self.epochs_completed < config.epochs and not self.stop.requested:
+        while self.epochs_completed < config.epochs and not self.stopping:
             epoch = self.epochs_completed
             record = self._train_epoch(epoch)
             if record is None:  # stopped mid-epoch
@@ -223,7 +224,7 @@ class Trainer:
                 self.log(f"early stopping after epoch {epoch}: no improvement of validation:mAP beyond "
                          f"{config.early_stopping_tolerance} for {config.early_stopping_patience} epochs")
                 break
-        stopped = self.stop.requested
+        stopped = self.stopping
         if stopped:
             self._save_checkpoint()
             self.log(f"stopped: checkpoint written to {self.outputs.checkpoint_file}")
@@ -243,17 +244,16 @@ class Trainer:
 
     def _batches(self, epoch: int):
         """The epoch's batches, as long as every process has one and none was asked to stop; then
-        the iteration ends (``self.stop.requested`` is set if some process was asked to stop)."""
+        the iteration ends (``self.stopping`` is set if some process was asked to stop: all processes
+        see the same value, from the same all-reduce)."""
         sampler = getattr(self.train_loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
         batches = iter(self.train_loader)
         while True:
             batch = next(batches, None)
-            every_process_has_one, stopping = self.collective.step(batch is not None, self.stop.requested)
-            if stopping:
-                self.stop.requested = True
-            if stopping or not every_process_has_one:
+            every_process_has_one, self.stopping = self.collective.step(batch is not None, self.stop.requested)
+            if self.stopping or not every_process_has_one:
                 return
             yield batch
 
@@ -281,7 +281,7 @@ class Trainer:
                 ce, l1 = (totals / batches).tolist()
                 self.metrics.train_loss(epoch, batches, ce, l1)
                 progress.set_postfix(loss=f"{ce + l1:.3f}")
-        if self.stop.requested:
+        if self.stopping:
             return None
         seconds = time.perf_counter() - started
         ce, l1 = (totals / max(batches, 1)).tolist()
@@ -307,7 +307,8 @@ class Trainer:
         results: list[ImageDetections] = []
         for batch in tqdm(self.validation_loader, desc=f"validation {epoch}", unit="batch", leave=False,
                           disable=not self.runtime.show_progress):
-            if self.stop.requested and not self.collective.active:
+            if self.stop.requested and not self.collective.active:  # several processes stop at a training step
+                self.stopping = True
                 return None
             batch = self._to_device(batch)
             with self._autocast():

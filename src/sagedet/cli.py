@@ -1,4 +1,4 @@
-"""The ``sagedet`` command line: ``sagedet train|predict|invoke|layers|fetch-weights|sample-data|convert|inspect``."""
+"""The ``sagedet`` command line: ``sagedet train|predict|invoke|layers|fetch-weights|sample-data``."""
 
 from __future__ import annotations
 
@@ -73,8 +73,8 @@ def _convert(args: argparse.Namespace) -> int:
     from .data.convert.dataset import Options
     from .data.convert.formats import convert
 
-    options = Options(args.images, args.annotations, args.classes, args.s3_prefix, args.label_attribute,
-                      args.label_header)
+    options = Options(images=args.images, annotations=args.annotations, classes=args.classes,
+                      s3_prefix=args.s3_prefix, label_attribute=args.label_attribute, label_header=args.label_header)
     dataset, written = convert(args.source_format, args.target_format, args.src, args.dst, options)
     for note in dataset.notes:
         print(f"sagedet: note: {note}", file=sys.stderr)
@@ -85,9 +85,12 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _add_convert(commands: argparse._SubParsersAction) -> None:
+    import textwrap
+
     from .data.convert import LAYOUTS
 
-    layouts = "\n".join(f"  {name:10} {layout}" for name, layout in LAYOUTS.items())
+    layouts = "\n".join(textwrap.fill(layout, 100, initial_indent=f"  {name:11}", subsequent_indent=" " * 13)
+                        for name, layout in LAYOUTS.items())
     convert = commands.add_parser(
         "convert", help="convert an object detection data set between formats (COCO, VOC, YOLO, manifest, "
                         "image+JSON, RecordIO)", formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -76,7 +76,8 @@ def test_reads_every_rec_file_of_the_channel_in_path_order(tmp_path):
 def test_a_channel_without_rec_files(tmp_path):
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "a.jpg").write_bytes(IMAGES[0])
-    assert "The train channel" in load_error(tmp_path / "train") and "holds no .rec file" in load_error(tmp_path / "train")
+    message = load_error(tmp_path / "train")
+    assert "The train channel" in message and "holds no .rec file" in message
 
 
 def test_empty_rec_files(tmp_path):

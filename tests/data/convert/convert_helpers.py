@@ -7,11 +7,13 @@ import json
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from sagedet.data.convert.dataset import Dataset, Item, Options, pixel_boxes
 from sagedet.data.convert.formats import read
 from sagedet.data.synthetic import SYNTHETIC_CLASSES, write_synthetic_dataset
+from sagedet.errors import DataError
 
 CLASS_NAMES = dict(enumerate(SYNTHETIC_CLASSES))
 # where each format is written under a test's folder
@@ -65,3 +67,10 @@ def assert_same(expected: Dataset, actual: Dataset, atol: float = 1e-6) -> None:
 
 def read_format(format_name: str, path: Path, **options) -> Dataset:
     return read(format_name, path, Options(**options))
+
+
+def read_error(format_name: str, path: Path, **options) -> str:
+    """The message of the DataError that reading ``path`` raises."""
+    with pytest.raises(DataError) as caught:
+        read_format(format_name, path, **options)
+    return str(caught.value)

@@ -81,7 +81,8 @@ def test_inspect_prints_one_json_line_per_record(tmp_path, capsys):
     code, out, err = run(capsys, "inspect", tmp_path / "a.rec")
     assert code == 0 and err == ""
     first, second = (json.loads(line) for line in out.splitlines())
-    assert first == {"index": 0, "offset": 0, "id": 0, "id2": 0, "label": [4.0, 5.0, 100.0, 50.0, 1.0, 0.1, 0.2, 0.5, 0.6],
+    assert first == {"index": 0, "offset": 0, "id": 0, "id2": 0,
+                     "label": [4.0, 5.0, 100.0, 50.0, 1.0, 0.1, 0.2, 0.5, 0.6],
                      "format": "JPEG", "width": 100, "height": 50, "bytes": len(JPEG),
                      "sha256": hashlib.sha256(JPEG).hexdigest(),
                      "objects": [{"class_id": 1, "xmin": 0.1, "ymin": 0.2, "xmax": 0.5, "ymax": 0.6}]}
@@ -90,7 +91,8 @@ def test_inspect_prints_one_json_line_per_record(tmp_path, capsys):
 
 
 def test_inspect_marks_bad_records_and_goes_on(tmp_path, capsys):
-    offsets = write_rec(tmp_path / "a.rec", (3.0, JPEG), ([2, 5, 0, 0.5, 0.1, 0.2, 0.2], b"GIF?"), ([2, 5, 2, 0, 0, 1, 1], JPEG))
+    offsets = write_rec(tmp_path / "a.rec", (3.0, JPEG), ([2, 5, 0, 0.5, 0.1, 0.2, 0.2], b"GIF?"),
+                        ([2, 5, 2, 0, 0, 1, 1], JPEG))
     code, out, err = run(capsys, "inspect", tmp_path / "a.rec", "--num-classes", "2")
     lines = [json.loads(line) for line in out.splitlines()]
     assert code == 1 and "3 record(s) of" in err

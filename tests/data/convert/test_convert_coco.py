@@ -7,10 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from convert_helpers import read_format, write_image
+from convert_helpers import read_error, read_format, write_image
 from sagedet.data.convert.dataset import Options
 from sagedet.data.convert.formats import convert
-from sagedet.errors import DataError
 
 CATEGORIES = [{"id": 18, "name": "dog"}, {"id": 3, "name": "car"}, {"id": 7, "name": "bus"}]
 
@@ -32,12 +31,6 @@ def coco_file(tmp_path, images=None, annotations=None, categories=None, **extra)
     return path
 
 
-def read_error(path, **options) -> str:
-    with pytest.raises(DataError) as caught:
-        read_format("coco", path, **options)
-    return str(caught.value)
-
-
 def test_sorted_category_ids_become_class_ids_and_bboxes_are_normalized(tmp_path):
     dataset = read_format("coco", coco_file(tmp_path))
     assert dataset.class_names == {0: "car", 1: "bus", 2: "dog"}
@@ -54,7 +47,7 @@ def test_images_elsewhere(tmp_path):
     (tmp_path / "coco" / "a.jpg").rename(tmp_path / "a.jpg")
     (tmp_path / "coco" / "sub").rename(tmp_path / "sub")
     assert len(read_format("coco", path, images=tmp_path).items) == 2
-    assert "image 'a.jpg' not found" in read_error(path)
+    assert "image 'a.jpg' not found" in read_error("coco", path)
 
 
 def test_what_is_written(tmp_path):
@@ -77,6 +70,8 @@ def test_what_is_written(tmp_path):
     ({"images": [{"id": 1, "file_name": "a.jpg"}, {"id": 1, "file_name": "a.jpg"}]},
      "images[1]: image id 1 appears twice"),
     ({"images": [{"id": "1", "file_name": "a.jpg"}]}, "images[0] must be an object with an integer 'id'"),
+    ({"images": [{"id": 1, "file_name": "a.jpg", "width": 100}]},
+     "image id 1 (a.jpg): the annotation says the image is 100xNone but"),
     ({"annotations": [{"image_id": 9, "category_id": 3, "bbox": [0, 0, 1, 1]}]},
      "annotations[0]: image_id 9 is not the id of any of 'images'"),
     ({"annotations": [{"image_id": 1, "category_id": 4, "bbox": [0, 0, 1, 1]}]},
@@ -88,8 +83,8 @@ def test_what_is_written(tmp_path):
 ])
 def test_bad_structure_names_the_entry(tmp_path, change, problem):
     path = coco_file(tmp_path, **change)
-    message = read_error(path)
-    assert message.startswith(f"{path}: ") and problem in message
+    message = read_error("coco", path)
+    assert f"{path}: " in message and problem in message
 
 
 def test_bad_images_and_boxes_are_reported_together(tmp_path):
@@ -98,7 +93,7 @@ def test_bad_images_and_boxes_are_reported_together(tmp_path):
                                        {"id": 3, "file_name": "missing.jpg", "width": 10, "height": 10}],
                      annotations=[{"image_id": 1, "category_id": 3, "bbox": [90, 0, 30, 10]},
                                   {"image_id": 1, "category_id": 3, "bbox": [0, 0, 0, 10]}])
-    message = read_error(path)
+    message = read_error("coco", path)
     assert message.startswith(f"3 problem(s) in {path}:")
     assert f"{path}: image id 1 (a.jpg): annotations[0]: box left=90, top=0, width=30, height=10 lies outside the " \
            "100x50 image" in message
@@ -109,4 +104,4 @@ def test_bad_images_and_boxes_are_reported_together(tmp_path):
 def test_not_json(tmp_path):
     path = tmp_path / "x.json"
     path.write_text("{nope")
-    assert read_error(path).startswith(f"{path}: is not valid JSON")
+    assert read_error("coco", path).startswith(f"{path}: is not valid JSON")

@@ -8,10 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from convert_helpers import read_format, write_image
+from convert_helpers import read_error, read_format, write_image
 from sagedet.data.convert.dataset import Options
 from sagedet.data.convert.formats import convert
-from sagedet.errors import DataError
 
 BOX = {"class_id": 1, "left": 10, "top": 5, "width": 30, "height": 20}
 
@@ -39,12 +38,6 @@ def images(tmp_path):
     return tmp_path / "local"
 
 
-def read_error(path, **options) -> str:
-    with pytest.raises(DataError) as caught:
-        read_format("manifest", path, **options)
-    return str(caught.value)
-
-
 def test_source_refs_are_found_by_the_tail_of_their_path(tmp_path, images):
     path = write_manifest(tmp_path / "m" / "train.manifest",
                           line(class_map={"0": "cat", "1": "dog"}), "",
@@ -60,12 +53,13 @@ def test_source_refs_are_found_by_the_tail_of_their_path(tmp_path, images):
 def test_a_label_attribute_chosen_among_several(tmp_path, images):
     document = line(**{"other": {"annotations": [], "image_size": []}})
     path = write_manifest(tmp_path / "m" / "x.manifest", document)
-    assert "several attributes (boxes, other)" in read_error(path, images=images)
+    assert "several attributes (boxes, other)" in read_error("manifest", path, images=images)
     assert read_format("manifest", path, images=images, label_attribute="boxes").items[0].objects.labels.tolist() == [1]
-    assert "has no label attribute 'nope'" in read_error(path, images=images, label_attribute="nope")
+    assert "has no label attribute 'nope'" in read_error("manifest", path, images=images, label_attribute="nope")
 
 
-@pytest.mark.parametrize("prefix, expected", [(None, "images/a.jpg"), ("s3://bucket/data/", "s3://bucket/data/images/a.jpg")])
+@pytest.mark.parametrize("prefix, expected", [(None, "images/a.jpg"),
+                                              ("s3://bucket/data/", "s3://bucket/data/images/a.jpg")])
 def test_what_is_written(tmp_path, images, prefix, expected):
     source = write_manifest(tmp_path / "m" / "x.manifest", line(class_map={"1": "dog"}))
     dst = tmp_path / "out" / "train.manifest"
@@ -97,15 +91,15 @@ def test_the_default_label_attribute_written_is_bounding_box(tmp_path, images):
 ])
 def test_a_bad_line_names_the_manifest_and_line(tmp_path, images, text, problem):
     path = write_manifest(tmp_path / "m" / "x.manifest", line(), text)
-    message = read_error(path, images=images)
+    message = read_error("manifest", path, images=images)
     assert f"{path}: line 2" in message and problem in message
 
 
 def test_class_maps_that_disagree(tmp_path, images):
     path = write_manifest(tmp_path / "m" / "x.manifest", line(class_map={"1": "dog"}), line(class_map={"1": "cat"}))
-    assert "names class_id 1 'cat', but" in read_error(path, images=images)
+    assert "names class_id 1 'cat', but" in read_error("manifest", path, images=images)
 
 
 def test_an_empty_manifest(tmp_path):
     path = write_manifest(tmp_path / "x.manifest", "")
-    assert "holds no lines" in read_error(path)
+    assert "holds no lines" in read_error("manifest", path)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from convert_helpers import encoded, read_format, write_image
+from convert_helpers import encoded, read_error, read_format, write_image
 from sagedet.data.convert.dataset import Options
 from sagedet.data.convert.formats import convert
 from sagedet.data.recordio import RecordWriter, pack, read_index, scan_offsets
@@ -23,12 +23,6 @@ def write_rec(path, *records):
     with open(path, "wb") as out:
         writer = RecordWriter(out)
         return [writer.write(pack(label, image, id=id)) for label, image, id in records]
-
-
-def read_error(path, **options) -> str:
-    with pytest.raises(DataError) as caught:
-        read_format("recordio", path, **options)
-    return str(caught.value)
 
 
 def test_reads_any_label_layout_and_names_images_by_position_and_format(tmp_path):
@@ -81,7 +75,7 @@ def test_bad_labels_are_reported_together_naming_record_and_offset(tmp_path):
     path = tmp_path / "data.rec"
     offsets = write_rec(path, ([2, 5], JPEG, 0), (3.0, JPEG, 1), ([2, 5, 0, 0.5, 0.1, 0.2, 0.2], JPEG, 2),
                         ([2, 5], b"not an image", 3))
-    message = read_error(path)
+    message = read_error("recordio", path)
     assert message.startswith(f"3 problem(s) in {path}:")
     assert f"{path}: record 1 (byte offset {offsets[1]}): has a scalar label (3)" in message
     assert f"{path}: record 2 (byte offset {offsets[2]}): object 0 has box" in message
@@ -92,13 +86,14 @@ def test_broken_framing_stops_the_reading(tmp_path):
     path = tmp_path / "data.rec"
     offsets = write_rec(path, ([2, 5], JPEG, 0), ([2, 5], JPEG, 1))
     path.write_bytes(path.read_bytes()[:-7])
-    message = read_error(path)
+    message = read_error("recordio", path)
     assert f"{path}: record 1 (byte offset {offsets[1]}" in message and "truncated" in message
-    assert "is not a file" in read_error(tmp_path / "missing.rec")
+    assert "is not a file" in read_error("recordio", tmp_path / "missing.rec")
 
 
 @pytest.mark.parametrize("side, text, problem", [
-    ("data.lst", "zero\t2\t5\ta.jpg\n", "line 1: 'zero\\t2\\t5\\ta.jpg' is not 'index<TAB>label values...<TAB>image path'"),
+    ("data.lst", "zero\t2\t5\ta.jpg\n",
+     "line 1: 'zero\\t2\\t5\\ta.jpg' is not 'index<TAB>label values...<TAB>image path'"),
     ("classes.json", "[{\"id\": 0}]", "categories[0] must be an object with an integer 'class_id' and a string 'name'"),
     ("classes.json", "{", "is not valid JSON"),
 ])
@@ -106,7 +101,7 @@ def test_bad_side_files(tmp_path, side, text, problem):
     path = tmp_path / "data.rec"
     write_rec(path, ([2, 5], JPEG, 0))
     (tmp_path / side).write_text(text)
-    message = read_error(path)
+    message = read_error("recordio", path)
     assert str(tmp_path / side) in message and problem in message
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from convert_helpers import read_format, write_image
+from convert_helpers import read_error, read_format, write_image
 from sagedet.data.convert.dataset import Options
 from sagedet.data.convert.formats import convert
-from sagedet.errors import DataError
 
 
 def voc_xml(filename="a.jpg", objects=(("dog", (11, 6, 40, 25)),), size=(100, 50)) -> str:
-    size_xml = "" if size is None else f"<size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>"
+    size_xml = "" if size is None else (f"<size><width>{size[0]}</width><height>{size[1]}</height>"
+                                        "<depth>3</depth></size>")
     objects_xml = "".join(
         f"<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>{box[0]}</xmin><ymin>{box[1]}</ymin>"
         f"<xmax>{box[2]}</xmax><ymax>{box[3]}</ymax></bndbox></object>" for name, box in objects)
@@ -28,12 +28,6 @@ def voc(tmp_path):
     (root / "Annotations" / "a.xml").write_text(voc_xml(objects=[("dog", (11, 6, 40, 25)), ("cat", (1, 1, 100, 50))]))
     (root / "Annotations" / "b.xml").write_text(voc_xml("b.jpg", objects=[], size=None))
     return root
-
-
-def read_error(root, **options) -> str:
-    with pytest.raises(DataError) as caught:
-        read_format("voc", root, **options)
-    return str(caught.value)
 
 
 def test_corners_are_1_based_and_inclusive(voc):
@@ -59,7 +53,7 @@ def test_a_class_list_sets_the_ids(voc, tmp_path):
 
 def test_an_object_not_in_the_class_list(voc):
     (voc / "classes.txt").write_text("dog\nbird\n")
-    message = read_error(voc)
+    message = read_error("voc", voc)
     assert f"{voc / 'Annotations' / 'a.xml'}: object 1 is a 'cat', which is not in the class list" in message
     assert "(dog, bird)" in message
 
@@ -102,10 +96,21 @@ def test_fractional_pixels_are_written_rounded_within_a_pixel(tmp_path):
 def test_bad_xml_names_the_file(voc, xml, problem):
     path = voc / "Annotations" / "a.xml"
     path.write_text(xml)
-    message = read_error(voc)
+    message = read_error("voc", voc)
     assert f"{path}: " in message and problem in message
 
 
 def test_a_folder_without_xml(tmp_path):
     (tmp_path / "empty").mkdir()
-    assert "holds no .xml files" in read_error(tmp_path / "empty")
+    assert "holds no .xml files" in read_error("voc", tmp_path / "empty")
+
+
+def test_class_ids_survive_without_names(tmp_path):
+    """Unnamed classes are written by number, and classes.txt keeps "10" after "9" (not after "1")."""
+    root = tmp_path / "yolo"
+    write_image(root / "images" / "a.jpg", 100, 50)
+    (root / "labels").mkdir()
+    (root / "labels" / "a.txt").write_text("".join(f"{i} 0.5 0.5 0.5 0.5\n" for i in (11, 2, 10, 0)))
+    convert("yolo", "voc", root, tmp_path / "voc", Options())
+    assert (tmp_path / "voc" / "classes.txt").read_text() == "".join(f"{i}\n" for i in range(12))
+    assert read_format("voc", tmp_path / "voc").items[0].objects.labels.tolist() == [11, 2, 10, 0]

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from convert_helpers import read_format, write_image
+from convert_helpers import read_error, read_format, write_image
 from sagedet.data.convert.dataset import Options
 from sagedet.data.convert.formats import convert
-from sagedet.errors import DataError
 
 
 @pytest.fixture
@@ -20,12 +19,6 @@ def ultralytics(tmp_path):
     (root / "labels" / "train" / "a.txt").write_text("1 0.25 0.3 0.3 0.4\n\n0 0.5 0.5 1 1\n")
     (root / "classes.txt").write_text("cat\ndog\n")
     return root
-
-
-def read_error(root, **options) -> str:
-    with pytest.raises(DataError) as caught:
-        read_format("yolo", root, **options)
-    return str(caught.value)
 
 
 def test_ultralytics_layout(ultralytics):
@@ -76,11 +69,23 @@ def test_what_is_written(ultralytics, tmp_path):
 def test_a_bad_line_names_the_file_and_line(ultralytics, line, problem):
     path = ultralytics / "labels" / "train" / "a.txt"
     path.write_text(f"0 0.5 0.5 0.2 0.2\n{line}\n")
-    message = read_error(ultralytics)
+    message = read_error("yolo", ultralytics)
     assert f"{path}: line 2: " in message and problem in message
 
 
 def test_a_folder_without_images(tmp_path):
     (tmp_path / "images").mkdir()
-    assert "holds no .jpg, .jpeg or .png images" in read_error(tmp_path)
-    assert "is not a folder" in read_error(tmp_path / "missing")
+    assert "holds no .jpg, .jpeg or .png images" in read_error("yolo", tmp_path)
+    assert "is not a folder" in read_error("yolo", tmp_path / "missing")
+
+
+@pytest.mark.parametrize("names, problem", [("cat\n\ndog\n", "line 2 is blank"),
+                                            ("cat\ndog\ncat\n", "names 'cat' more than once")])
+def test_a_bad_names_file(ultralytics, names, problem):
+    (ultralytics / "classes.txt").write_text(names)
+    assert problem in read_error("yolo", ultralytics)
+
+
+def test_names_files_with_windows_line_ends(ultralytics):
+    (ultralytics / "classes.txt").write_text("cat\r\ndog\r\n")
+    assert read_format("yolo", ultralytics).class_names == {0: "cat", 1: "dog"}

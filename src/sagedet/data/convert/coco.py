@@ -45,7 +45,7 @@ def read(src: Path, options: Options) -> Dataset:
         return image_file_item(where, root / image["file_name"], image["file_name"],
                                lambda width, height: pixel_annotations(where, annotations, width, height,
                                                                        len(categories)),
-                               (image["width"], image["height"]) if "width" in image else None)
+                               _claimed_size(image))
 
     items = collect(images, item, str(src))
     notes = [f"{src}: left out {crowds} crowd annotation(s) (iscrowd=1)"] if crowds else []
@@ -99,6 +99,10 @@ def _annotations(src: Path, annotations: list, images: dict, categories: dict) -
             raise DataError(f"{where}: 'bbox' must be [x, y, width, height] in pixels, got {bbox!r}")
         boxes[annotation["image_id"]].append((annotation["category_id"], bbox))
     return boxes, crowds
+
+
+def _claimed_size(image: dict) -> tuple[Any, Any] | None:
+    return (image.get("width"), image.get("height")) if "width" in image or "height" in image else None
 
 
 def _is_id(value: Any) -> bool:

@@ -21,11 +21,11 @@ from PIL import Image
 
 from ...errors import DataError
 from ..dataset import DECODE_ERRORS
+from ..imagejson import IMAGE_SUFFIXES
 from ..sample import Objects, problems_report
 
 ANY_CLASS_ID = 1 << 31
 """The class id bound used where a format names no classes and no class list is given."""
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 SUFFIX_OF_FORMAT = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png"}
 
 
@@ -138,17 +138,17 @@ def load_json(path: Path) -> Any:
 def read_class_list(path: Path) -> dict[int, str]:
     """A class list: one name per line, class id = line number - 1 (blank lines at the end ignored)."""
     try:
-        names = path.read_text(encoding="utf-8").rstrip("\n").split("\n")
+        names = [name.strip() for name in path.read_text(encoding="utf-8").rstrip().split("\n")]
     except OSError as error:
         raise DataError(f"{path}: cannot read the class list ({error.strerror})") from None
     for number, name in enumerate(names, 1):
-        if not name.strip():
+        if not name:
             raise DataError(f"{path}: line {number} is blank; a class list holds one class name per line "
                             "(class id = line number - 1)")
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise DataError(f"{path}: names {', '.join(map(repr, duplicates))} more than once; class names must differ")
-    return {i: name.strip() for i, name in enumerate(names)}
+    return dict(enumerate(names))
 
 
 def categories(dataset: Dataset) -> list[dict]:
@@ -178,11 +178,6 @@ def pixel_annotation_list(item: Item) -> list[dict]:
 def image_size_list(item: Item) -> list[dict]:
     """SageMaker's ``image_size`` value."""
     return [{"width": item.width, "height": item.height, "depth": 3}]
-
-
-def objects_from_normalized(rows: list[tuple[int, float, float, float, float]]) -> Objects:
-    boxes = np.array([row[1:] for row in rows], dtype=np.float32).reshape(-1, 4)
-    return Objects(boxes, np.array([row[0] for row in rows], dtype=np.int64))
 
 
 # --- writing ---------------------------------------------------------------------------------------
@@ -228,9 +223,20 @@ def copy_images(items: list[Item], root: Path) -> list[Path]:
     return paths
 
 
-def write_class_list(path: Path, dataset: Dataset) -> None:
-    """One name per line, class id = line number - 1 (nothing when the data set names no class)."""
-    if dataset.class_names:
+def write_per_image(items: list[Item], image_root: Path, annotation_root: Path, suffix: str,
+                    text: Callable[[Item], str]) -> None:
+    """Copies each item's image under ``image_root`` and writes ``text(item)`` as
+    ``annotation_root/<name with suffix>`` (the formats with one annotation file per image)."""
+    paths = unique_paths([annotation_root / Path(safe_name(item.name)).with_suffix(suffix) for item in items], items)
+    copy_images(items, image_root)
+    for path, item in zip(paths, items):
+        write_file(path, text(item))
+
+
+def write_class_list(path: Path, dataset: Dataset, always: bool = False) -> None:
+    """One name per line, class id = line number - 1 (unless ``always``, nothing when the data set names
+    no class)."""
+    if dataset.class_names or always:
         write_file(path, "".join(f"{name}\n" for name in dataset.all_class_names()))
 
 

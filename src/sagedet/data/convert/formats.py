@@ -21,7 +21,8 @@ def read(format_name: str, src: Path, options: Options) -> Dataset:
     return dataset
 
 
-def convert(source_format: str, target_format: str, src: Path, dst: Path, options: Options) -> tuple[Dataset, list[Path]]:
+def convert(source_format: str, target_format: str, src: Path, dst: Path,
+            options: Options) -> tuple[Dataset, list[Path]]:
     """Reads ``src`` and writes it as ``dst``; returns the data set and the paths written."""
     for name in (source_format, target_format):
         if name not in MODULES:

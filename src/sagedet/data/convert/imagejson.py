@@ -15,11 +15,12 @@ and ``categories`` (when the data set names its classes).
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 from ..imagejson import ImageJsonSource
-from .dataset import (ANY_CLASS_ID, Dataset, Item, Options, categories, claim, copy_images, image_header, image_size_list,
-                      pixel_annotation_list, read_class_list, safe_name, unique_paths, write_file)
+from .dataset import (ANY_CLASS_ID, Dataset, Item, Options, categories, claim, image_header, image_size_list,
+                      pixel_annotation_list, read_class_list, safe_name, write_per_image)
 
 
 def annotation_dir(image_dir: Path, options: Options | None = None) -> Path:
@@ -46,13 +47,14 @@ def read(src: Path, options: Options) -> Dataset:
 def write(dataset: Dataset, dst: Path, options: Options) -> list[Path]:
     annotations = annotation_dir(dst)
     claim(dst, annotations)
-    json_paths = unique_paths([annotations / Path(safe_name(item.name)).with_suffix(".json")
-                               for item in dataset.items], dataset.items)
-    copy_images(dataset.items, dst)
-    for path, item in zip(json_paths, dataset.items):
-        document = {"file": safe_name(item.name), "image_size": image_size_list(item),
-                    "annotations": pixel_annotation_list(item)}
-        if dataset.class_names:
-            document["categories"] = categories(dataset)
-        write_file(path, json.dumps(document, indent=1))
+    write_per_image(dataset.items, dst, annotations, ".json", partial(_document, dataset))
     return [dst, annotations]
+
+
+def _document(dataset: Dataset, item: Item) -> str:
+    """The annotation JSON of an item."""
+    document = {"file": safe_name(item.name), "image_size": image_size_list(item),
+                "annotations": pixel_annotation_list(item)}
+    if dataset.class_names:
+        document["categories"] = categories(dataset)
+    return json.dumps(document, indent=1)

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from ...errors import DataError
 from ..annotations import pixel_annotations
-from .dataset import (Dataset, Item, Options, claim, collect, copy_images, image_file_item, pixel_boxes,
-                      read_class_list, safe_name, unique_paths, write_class_list, write_file)
+from .dataset import (Dataset, Item, Options, claim, collect, image_file_item, pixel_boxes, read_class_list, safe_name,
+                      write_class_list, write_per_image)
 
 CORNERS = ("xmin", "ymin", "xmax", "ymax")
 CLASS_LIST = "classes.txt"
@@ -92,7 +93,8 @@ def _parse(path: Path) -> _Annotation:
         box = element.find("bndbox")
         if box is None:
             raise DataError(f"{where}: <object> {i} has no <bndbox>")
-        objects.append((_text(where, element, "name"), [_number(f"{where}: <object> {i}", box, key) for key in CORNERS]))
+        corners = [_number(f"{where}: <object> {i}", box, key) for key in CORNERS]
+        objects.append((_text(where, element, "name"), corners))
     return _Annotation(where, filename, claimed, objects)
 
 
@@ -120,12 +122,8 @@ def _integer(where: str, element: ElementTree.Element, tag: str) -> int:
 
 def write(dataset: Dataset, dst: Path, options: Options) -> list[Path]:
     claim(dst)
-    xml_paths = unique_paths([dst / "Annotations" / Path(safe_name(item.name)).with_suffix(".xml")
-                              for item in dataset.items], dataset.items)
-    copy_images(dataset.items, dst / "JPEGImages")
-    for path, item in zip(xml_paths, dataset.items):
-        write_file(path, _xml(dataset, item))
-    write_class_list(dst / CLASS_LIST, dataset)
+    write_per_image(dataset.items, dst / "JPEGImages", dst / "Annotations", ".xml", partial(_xml, dataset))
+    write_class_list(dst / CLASS_LIST, dataset, always=True)  # the only record of which name is which id
     return [dst]
 
 

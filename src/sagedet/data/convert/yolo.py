@@ -19,8 +19,8 @@ import numpy as np
 from ...errors import DataError
 from ..detection_label import parse_detection_label
 from ..sample import Objects
-from .dataset import (ANY_CLASS_ID, Dataset, Item, Options, claim, collect, copy_images, find_images,
-                      image_file_item, read_class_list, safe_name, unique_paths, write_class_list, write_file)
+from .dataset import (ANY_CLASS_ID, Dataset, Item, Options, claim, collect, find_images, image_file_item,
+                      read_class_list, write_class_list, write_per_image)
 
 NAME_FILES = ("classes.txt", "obj.names")
 
@@ -69,16 +69,15 @@ def _objects(path: Path, num_classes: int) -> Objects:
 
 def write(dataset: Dataset, dst: Path, options: Options) -> list[Path]:
     claim(dst)
-    label_paths = unique_paths([dst / "labels" / Path(safe_name(item.name)).with_suffix(".txt")
-                                for item in dataset.items], dataset.items)
-    copy_images(dataset.items, dst / "images")
-    for path, item in zip(label_paths, dataset.items):
-        write_file(path, "".join(_line(label, box) for label, box in zip(item.objects.labels, item.objects.boxes)))
+    write_per_image(dataset.items, dst / "images", dst / "labels", ".txt", _lines)
     write_class_list(dst / "classes.txt", dataset)
     return [dst]
 
 
-def _line(label: int, box: np.ndarray) -> str:
-    xmin, ymin, xmax, ymax = box.astype(np.float64)
-    values = ((xmin + xmax) / 2, (ymin + ymax) / 2, xmax - xmin, ymax - ymin)
-    return f"{int(label)} " + " ".join(f"{value:.6f}" for value in values) + "\n"
+def _lines(item: Item) -> str:
+    """The label file of an item: ``class_id center_x center_y width height`` per object."""
+    lines = []
+    for label, (xmin, ymin, xmax, ymax) in zip(item.objects.labels, item.objects.boxes.astype(np.float64)):
+        values = ((xmin + xmax) / 2, (ymin + ymax) / 2, xmax - xmin, ymax - ymin)
+        lines.append(f"{int(label)} " + " ".join(f"{value:.6f}" for value in values) + "\n")
+    return "".join(lines)

@@ -69,6 +69,75 @@ def _invoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert(args: argparse.Namespace) -> int:
+    from .data.convert.dataset import Options
+    from .data.convert.formats import convert
+
+    options = Options(images=args.images, annotations=args.annotations, classes=args.classes,
+                      s3_prefix=args.s3_prefix, label_attribute=args.label_attribute, label_header=args.label_header)
+    dataset, written = convert(args.source_format, args.target_format, args.src, args.dst, options)
+    for note in dataset.notes:
+        print(f"sagedet: note: {note}", file=sys.stderr)
+    objects = sum(len(item.objects.labels) for item in dataset.items)
+    print(f"{len(dataset.items)} images, {objects} objects, {dataset.num_classes} classes "
+          f"({', '.join(dataset.all_class_names())}) written as {args.target_format}: {', '.join(map(str, written))}")
+    return 0
+
+
+def _add_convert(commands: argparse._SubParsersAction) -> None:
+    import textwrap
+
+    from .data.convert import LAYOUTS
+
+    layouts = "\n".join(textwrap.fill(layout, 100, initial_indent=f"  {name:11}", subsequent_indent=" " * 13)
+                        for name, layout in LAYOUTS.items())
+    convert = commands.add_parser(
+        "convert", help="convert an object detection data set between formats (COCO, VOC, YOLO, manifest, "
+                        "image+JSON, RecordIO)", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Convert an object detection data set from one format to another: images are copied as they\n"
+                    "are (never re-encoded), boxes converted, class names carried along. Nothing is overwritten:\n"
+                    "the destination must not exist yet (an empty folder is fine).",
+        epilog=f"formats (SRC / DST):\n{layouts}\n\nexamples:\n"
+               "  sagedet convert --from coco --to recordio instances_train.json out/train.rec --images train2017\n"
+               "  sagedet convert --from recordio --to imagejson train.rec out/train   (JSONs in out/train_annotation)")
+    convert.add_argument("--from", dest="source_format", required=True, choices=LAYOUTS, help="the source's format")
+    convert.add_argument("--to", dest="target_format", required=True, choices=LAYOUTS, help="the format written")
+    convert.add_argument("src", type=Path, metavar="SRC")
+    convert.add_argument("dst", type=Path, metavar="DST")
+    convert.add_argument("--images", type=Path, metavar="DIR", help="the source's image folder (coco, voc, manifest)")
+    convert.add_argument("--annotations", type=Path, metavar="DIR",
+                         help="the source's annotation JSON folder (imagejson; default: SRC_annotation)")
+    convert.add_argument("--classes", type=Path, metavar="FILE",
+                         help="class names, one per line (class id = line number - 1): VOC's name-to-id order, "
+                              "names for YOLO and RecordIO; replaces the names the source carries")
+    convert.add_argument("--s3-prefix", metavar="URI", help="manifest output: source-ref = URI/<image path> "
+                                                            "(default: the path relative to the manifest)")
+    convert.add_argument("--label-attribute", metavar="NAME", help="the manifest's label attribute (default: found "
+                                                                   "when reading, bounding-box when writing)")
+    convert.add_argument("--label-header", type=int, choices=(2, 4), default=2,
+                         help="RecordIO output: label header width A, 2 (default) or 4 with the image's width and "
+                              "height (GluonCV)")
+    convert.set_defaults(run=_convert)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from .data.inspect import print_records
+
+    bad = print_records(args.file, args.limit, args.num_classes)
+    if bad:
+        print(f"sagedet: {bad} record(s) of {args.file} have an error (see their 'error' keys)", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def _add_inspect(commands: argparse._SubParsersAction) -> None:
+    inspect = commands.add_parser("inspect", help="describe each record of an MXNet RecordIO .rec file as a JSON line "
+                                                  "(header, label, image format and size, sha256, objects)")
+    inspect.add_argument("file", type=Path, metavar="FILE.rec")
+    inspect.add_argument("--limit", type=int, metavar="N", help="only the first N records")
+    inspect.add_argument("--num-classes", type=int, metavar="N", help="also check that class ids are below N")
+    inspect.set_defaults(run=_inspect)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sagedet", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -116,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("--draw-min-score", type=float, default=0.5, help="lowest score drawn (default 0.5)")
     invoke.add_argument("--wait", type=float, default=120, help="seconds to wait for /ping (default 120)")
     invoke.set_defaults(run=_invoke)
+    _add_convert(commands)
+    _add_inspect(commands)
     return parser
 
 

@@ -88,8 +88,6 @@ def test_a_bad_label_names_the_record_and_the_problem(label, problem):
     assert problem in parse_error(label)
 
 
-@pytest.mark.xfail(strict=True, reason="bug in detection_label.py: int(nan)/int(inf) raise ValueError/OverflowError "
-                                       "instead of a DataError (check np.isfinite before int())")
 @pytest.mark.parametrize("label", [[float("nan"), 5, 0, 0.1, 0.1, 0.5, 0.5], [float("inf"), 5],
                                    [2, float("nan"), 0, 0.1, 0.1, 0.5, 0.5]], ids=["A-nan", "A-inf", "B-nan"])
 def test_a_non_finite_header_is_a_data_error(label):

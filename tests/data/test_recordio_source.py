@@ -119,10 +119,6 @@ def test_an_idx_pointing_inside_a_record(tmp_path):
     assert "train/a.rec: record 1 (byte offset 12): bad magic" in load_error(tmp_path / "train")
 
 
-@pytest.mark.xfail(strict=True, reason="bug in recordio_source.py: with an .idx, _read_label reads the label without "
-                                       "checking that the record fits in the file: a file cut inside a label yields "
-                                       "a shorter label (or a numpy ValueError), one cut in the image data passes "
-                                       "the index and fails only when a DataLoader worker reads it")
 @pytest.mark.parametrize("cut", [8 + 24 + 8, 8 + 24 + 9, 8 + 24 + 4 * 12 + 10], ids=["in-label", "in-label-odd",
                                                                                      "in-image"])
 def test_a_truncated_file_with_an_idx_is_reported_when_indexing(tmp_path, cut):
@@ -149,3 +145,15 @@ def test_stream_samples_stops_at_broken_framing():
     assert next(samples).name == "train_0: record 0 (byte offset 0)"
     with pytest.raises(DataError, match=r"train_0: record 1 \(byte offset \d+, at byte \d+\): the file ends inside"):
         next(samples)
+
+
+def test_class_names_come_from_a_classes_json_beside_the_rec(tmp_path):
+    root = tmp_path / "train"
+    write_rec(root / "data.rec", image_record(LABEL_A2))
+    assert load(root).class_names == {}
+    (root / "classes.json").write_text('[{"class_id": 0, "name": "cat"}, {"class_id": 2, "name": "dog"}]')
+    assert load(root).class_names == {0: "cat", 2: "dog"}
+    (root / "data.classes.json").write_text('[{"class_id": 0, "name": "lynx"}]')  # NAME.classes.json first
+    assert load(root).class_names == {0: "lynx"}
+    (root / "data.classes.json").write_text('[{"class_id": 5, "name": "whale"}]')
+    assert "class_id 5 is not an integer in [0, 3)" in load_error(root)

@@ -31,10 +31,10 @@ def parse_detection_label(label: np.ndarray, where: str, num_classes: int, label
                         "header width A and the object width B ([A, B, ..., class_id, xmin, ymin, xmax, ymax, ...]) "
                         "- is this a classification record?")
     header_width, object_width = values[0], values[1]
-    if header_width != int(header_width) or not 2 <= header_width <= values.size:
+    if not np.isfinite(header_width) or header_width != int(header_width) or not 2 <= header_width <= values.size:
         raise DataError(f"{where}: header width A = {header_width:g} (label[0]) must be a whole number from 2 to the "
                         f"label's {values.size} values")
-    if object_width != int(object_width) or object_width < 5:
+    if not np.isfinite(object_width) or object_width != int(object_width) or object_width < 5:
         raise DataError(f"{where}: object width B = {object_width:g} (label[1]) must be a whole number >= 5 "
                         "(class_id, xmin, ymin, xmax, ymax, then any extra columns)")
     a, b = int(header_width), int(object_width)

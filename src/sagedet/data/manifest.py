@@ -160,7 +160,7 @@ class ManifestSource(ImageFiles):
         if not isinstance(reference, str) or not reference:
             raise DataError(f"{where}: lacks '{SOURCE_REF}' (the image's S3 URI or path)")
         attribute = label_attribute(where, line)
-        path = _find_image(root, reference)
+        path = find_image(root, reference)
         if path is None:
             raise DataError(f"{where}: image {reference!r} not found in the {channel} channel ({root}); looked for "
                             "the tails of its path there")
@@ -173,7 +173,7 @@ class ManifestSource(ImageFiles):
         return ImageFile(name, path, objects)
 
 
-def _find_image(root: Path, reference: str) -> Path | None:
+def find_image(root: Path, reference: str) -> Path | None:
     parsed = urlparse(reference)
     key = parsed.path if parsed.scheme else reference
     parts = [part for part in PurePosixPath(key).parts if part not in ("/", "..", ".")]

@@ -10,6 +10,7 @@ from its offset when the DataLoader worker asks for it, so a large file is never
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +19,27 @@ from typing import BinaryIO
 import numpy as np
 
 from ..errors import DataError
+from .annotations import ClassNames
 from .detection_label import parse_detection_label
 from .recordio import (HEADER, HEADER_SIZE, LENGTH_LIMIT, MAGIC, WORD, Record, RecordReader, read_exactly, read_index,
                        read_record_at, unpack)
 from .sample import Objects, RawSample, problems_report
+
+
+def class_names_beside(rec: Path, num_classes: int) -> dict[int, str]:
+    """Class names for a .rec file, which holds none: ``NAME.classes.json``, else ``classes.json`` in
+    its folder (``[{"class_id": 0, "name": "dog"}, ...]``, as image+JSON's categories and as
+    ``sagedet convert`` writes them); none if neither is there."""
+    for path in (rec.with_suffix(".classes.json"), rec.with_name("classes.json")):
+        if path.is_file():
+            try:
+                categories = json.loads(path.read_bytes())
+            except (OSError, ValueError) as error:
+                raise DataError(f"{path}: is not valid JSON (a list of classes was expected): {error}") from None
+            names = ClassNames(num_classes)
+            names.add(str(path), categories)
+            return dict(sorted(names.names.items()))
+    return {}
 
 
 def record_name(file_name: str, record: Record) -> str:
@@ -73,6 +91,8 @@ class RecordIOSource:
             file_name = f"{channel}/{path.relative_to(root).as_posix()}"
             try:
                 entries += self._index_file(path, file_name, errors)
+                for class_id, name in class_names_beside(path, num_classes).items():
+                    self.class_names.setdefault(class_id, name)
             except DataError as error:
                 errors.append(str(error))
         if errors:
@@ -95,11 +115,12 @@ class RecordIOSource:
 
     def _index_file(self, path: Path, file_name: str, errors: list[str]) -> list[_Entry]:
         entries = []
+        size = path.stat().st_size
         with open(path, "rb") as stream:
             for i, offset in enumerate(_offsets(path, file_name, stream)):
                 where = f"{file_name}: record {i} (byte offset {offset})"
                 try:
-                    label = _read_label(stream, file_name, i, offset)
+                    label = _read_label(stream, file_name, i, offset, size)
                     if label is None:
                         raise DataError(f"{where}: has a scalar label in its header, as classification records do; "
                                         "object detection records carry a label array [A, B, ..., class_id, xmin, "
@@ -130,7 +151,7 @@ def _offsets(path: Path, file_name: str, stream: BinaryIO) -> list[int]:
     return offsets
 
 
-def _read_label(stream: BinaryIO, file_name: str, index: int, offset: int) -> np.ndarray | None:
+def _read_label(stream: BinaryIO, file_name: str, index: int, offset: int, size: int) -> np.ndarray | None:
     """The label array of the record at ``offset`` (None for a scalar label), reading the framing
     word, the 24-byte header and the label only (a record split in parts is read whole)."""
     stream.seek(offset)
@@ -138,7 +159,7 @@ def _read_label(stream: BinaryIO, file_name: str, index: int, offset: int) -> np
     if len(head) == 8 + HEADER_SIZE:
         magic, lrec = WORD.unpack_from(head)
         length = lrec & (LENGTH_LIMIT - 1)
-        if magic == MAGIC and lrec >> 29 == 0 and length >= HEADER_SIZE:
+        if magic == MAGIC and lrec >> 29 == 0 and length >= HEADER_SIZE and offset + 8 + length <= size:
             flag = HEADER.unpack_from(head, 8)[0]
             if flag == 0:
                 return None

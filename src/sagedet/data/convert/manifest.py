@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ...errors import DataError
 from ..annotations import ClassNames, kind
-from ..manifest import METADATA_SUFFIX, SOURCE_REF, _find_image, label_attribute, label_objects
+from ..manifest import METADATA_SUFFIX, SOURCE_REF, find_image, label_attribute, label_objects
 from .dataset import (ANY_CLASS_ID, Dataset, Item, Options, claim, collect, copy_images, image_file_item,
                       image_size_list, pixel_annotation_list, read_class_list, relative_to, write_file)
 
@@ -52,7 +52,7 @@ def read(src: Path, options: Options) -> Dataset:
         if attribute not in line:
             raise DataError(f"{where}: has no label attribute {attribute!r} (attributes: {', '.join(line)})")
         reference = line[SOURCE_REF]
-        path = _find_image(root, reference)
+        path = find_image(root, reference)
         if path is None:
             raise DataError(f"{where}: image {reference!r} not found under {root}; looked for the tails of its path "
                             "there (--images names the folder holding the images)")

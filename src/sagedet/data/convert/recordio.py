@@ -26,12 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import DataError
-from ..annotations import ClassNames
 from ..detection_label import format_detection_label
 from ..recordio import Record, RecordReader, RecordWriter, pack, read_record_at, unpack
-from ..recordio_source import record_sample
+from ..recordio_source import class_names_beside, record_sample
 from .dataset import (ANY_CLASS_ID, SUFFIX_OF_FORMAT, Dataset, Item, Options, categories, claim, collect,
-                      image_header, load_json, read_class_list, write_file)
+                      image_header, read_class_list, write_file)
 
 
 def side_files(rec: Path) -> tuple[Path, Path, Path]:
@@ -68,12 +67,7 @@ def _image_at(path: Path, offset: int, index: int) -> bytes:
 
 def _class_names(src: Path) -> dict[int, str]:
     """The names in ``NAME.classes.json`` or ``classes.json`` beside ``src`` (none if neither is there)."""
-    for path in (side_files(src)[2], src.with_name("classes.json")):
-        if path.is_file():
-            names = ClassNames(ANY_CLASS_ID)
-            names.add(str(path), load_json(path))
-            return dict(sorted(names.names.items()))
-    return {}
+    return class_names_beside(src, ANY_CLASS_ID)
 
 
 def _read_lst(path: Path) -> dict[int, str]:

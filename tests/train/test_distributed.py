@@ -1,0 +1,83 @@
+"""The distributed launcher's parts that need no second host: planning, name resolution, the
+torchrun environment, and how the launcher reports its processes' ends."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+
+from sagedet.errors import ConfigError, SagedetError
+from sagedet.sagemaker.resources import Resources
+from sagedet.train.distributed import SOLO, Collective, Rank, Topology, launch, plan, resolve
+
+
+def test_plan_one_process_per_gpu_node_rank_from_the_host_order():
+    resources = Resources("algo-2", ("algo-1", "algo-2", "algo-3"), "eth0")
+    topology = plan(resources, gpus=4)
+    assert (topology.node_rank, topology.local_processes, topology.world_size) == (1, 4, 12)
+    assert topology.distributed and topology.interface == "eth0"
+    assert not plan(Resources("algo-1", ("algo-1",), None), gpus=0).distributed
+    assert plan(Resources("algo-1", ("algo-1",), None), gpus=2).distributed
+
+
+def test_resolve_uses_the_override_then_dns(monkeypatch):
+    monkeypatch.setenv("SAGEDET_HOST_ADDRESSES", json.dumps({"algo-1": "127.0.0.9"}))
+    assert resolve("algo-1") == "127.0.0.9"
+    assert resolve("localhost", timeout=5) == "127.0.0.1"  # not in the map: DNS (here /etc/hosts)
+
+
+def test_resolve_retries_then_names_the_host(monkeypatch):
+    monkeypatch.delenv("SAGEDET_HOST_ADDRESSES", raising=False)
+    with pytest.raises(SagedetError, match=r"cannot resolve host 'algo-1.invalid' .* within 0.3 s"):
+        resolve("algo-1.invalid", timeout=0.3, poll=0.1)
+
+
+def test_a_bad_override_is_named(monkeypatch):
+    monkeypatch.setenv("SAGEDET_HOST_ADDRESSES", "algo-1=127.0.0.1")
+    with pytest.raises(ConfigError, match="SAGEDET_HOST_ADDRESSES='algo-1=127.0.0.1': expected a JSON object"):
+        resolve("algo-1")
+
+
+def test_rank_from_torchrun_environment():
+    assert Rank.from_env({}) is None
+    rank = Rank.from_env({"RANK": "5", "LOCAL_RANK": "1", "WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "4"})
+    assert rank == Rank(5, 1, 8, 4) and rank.node_rank == 1 and not rank.is_main
+    with pytest.raises(ConfigError):
+        Rank.from_env({"RANK": "x", "WORLD_SIZE": "2"})
+
+
+def test_one_process_collectives_are_the_identity():
+    collective = Collective(SOLO, torch.device("cpu"))
+    assert not collective.active
+    assert collective.step(True, False) == (True, False) and collective.step(False, True) == (False, True)
+    assert collective.all_gather([1, 2]) == [[1, 2]] and collective.broadcast({"a": 1}) == {"a": 1}
+
+
+WORKER = """
+import os, pathlib, sys
+rank = int(os.environ["RANK"])
+assert os.environ["WORLD_SIZE"] == "4" and os.environ["LOCAL_WORLD_SIZE"] == "2"
+assert os.environ["MASTER_ADDR"] == "127.0.0.1" and os.environ["MASTER_PORT"] == "29999"
+assert os.environ["GLOO_SOCKET_IFNAME"] == "lo"
+if rank == int(sys.argv[1]):
+    pathlib.Path(os.environ["SAGEDET_WORKER_FAILURE_FILE"]).write_text("record 7 is bad")
+    sys.exit(1)
+"""
+
+
+@pytest.mark.parametrize("failing", [2, 3, -1])
+def test_launch_starts_the_local_processes_and_reports_the_failing_one(monkeypatch, failing):
+    monkeypatch.setenv("SAGEDET_HOST_ADDRESSES", json.dumps({"algo-1": "127.0.0.1"}))
+    monkeypatch.setenv("SAGEDET_MASTER_PORT", "29999")
+    topology = Topology(("algo-1", "algo-2"), node_rank=1, local_processes=2, interface="lo")
+    said = []
+    result = launch(topology, [sys.executable, "-c", WORKER, str(failing)], said.append)
+    assert "2 host(s) x 2 process(es); this host is node 1; rendezvous algo-1 (127.0.0.1:29999)" in said[0]
+    if failing < 0:
+        assert (result.code, result.reason) == (0, None)
+    else:
+        assert result.code == 1
+        assert result.reason == f"training process {failing} failed (exit code 1): record 7 is bad"

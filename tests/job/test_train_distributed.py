@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_HYPERPARAMETERS, TRAIN_ENTRYPOINT, failure_reason, make_job, run_train, train_env
+from conftest import TINY_HYPERPARAMETERS, TRAIN_ENTRYPOINT, failure_reason, make_job, rec_bytes, run_train, train_env
+from pipe_feeder import PipeFeeder
 
 from sagedet.artifacts import load_model
 from sagedet.data.imagejson import ImageJsonSource
@@ -25,6 +26,7 @@ from sagedet.data.transforms import eval_transform
 from sagedet.evaluate.detections import ImageDetections
 from sagedet.evaluate.voc_map import voc_map
 from sagedet.model.ssd import build_ssd
+from sagedet.data.synthetic import write_synthetic_dataset
 from sagedet.sagemaker.local import write_training_config
 from sagedet.sagemaker.paths import SageMakerPaths
 
@@ -98,6 +100,7 @@ def test_two_hosts_train_one_model_together(tmp_path):
     assert all(f"host={host}" in log for host, log in zip(HOSTS, logs))
     assert "distributed: 2 host(s) x 1 process(es); this host is node 1; rendezvous algo-1 (127.0.0.1:" in logs[1]
     assert "process 1 of 2" in logs[1]
+    assert "reads part 1 of 2 of the training data and part 1 of 2 of the validation data, 6 images" in logs[0]
 
     main, other = jobs
     assert (main.model_dir / "model.safetensors").is_file()
@@ -166,7 +169,8 @@ def test_two_hosts_resume_a_one_process_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_stops_both_hosts_at_the_same_step(tmp_path):
-    jobs = [host_job(tmp_path, host, {**HYPERPARAMETERS, "epochs": "200"}) for host in HOSTS]
+    jobs = [host_job(tmp_path, host, {**HYPERPARAMETERS, "epochs": "200", "kv_store": "dist_async"})
+            for host in HOSTS]
     port = free_port()
     processes = [start(paths, port) for paths in jobs]
     wait_for_first_epoch(jobs[0], processes)
@@ -174,6 +178,34 @@ def test_sigterm_stops_both_hosts_at_the_same_step(tmp_path):
         process.send_signal(signal.SIGTERM)
     logs = [process.communicate(timeout=120)[0] for process in processes]
     assert [p.returncode for p in processes] == [143, 143], [log[-2000:] for log in logs]
+    assert "kv_store=dist_async: sagedet trains synchronously" in logs[0]
     assert (jobs[0].model_dir / "model.safetensors").is_file()
     assert (jobs[0].checkpoint_dir / "sagedet-checkpoint.pt").is_file()
     assert not jobs[0].failure_file.exists() and not jobs[1].failure_file.exists()
+
+
+@pytest.mark.slow
+def test_two_hosts_in_pipe_mode_each_take_their_share_of_the_records(tmp_path):
+    images = tmp_path / "images"
+    write_synthetic_dataset(images, "train", 24, seed=1, image_size=(80, 64))
+    write_synthetic_dataset(images, "validation", 10, seed=2, image_size=(80, 64))
+    payloads = {name: rec_bytes(images, name) for name in ("train", "validation")}
+    channels = {name: {"ContentType": "application/x-recordio", "TrainingInputMode": "Pipe",
+                       "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
+                for name in ("train", "validation")}
+    jobs = []
+    for host in HOSTS:
+        paths = SageMakerPaths(tmp_path / host)
+        write_training_config(paths, {**HYPERPARAMETERS, "epochs": "2"}, channels, hosts=HOSTS, current_host=host)
+        paths.data_dir.mkdir(parents=True)
+        jobs.append(paths)
+    port = free_port()
+    with PipeFeeder(jobs[0].data_dir, payloads, passes=2) as first, PipeFeeder(jobs[1].data_dir, payloads, passes=2) as second:
+        processes = [start(paths, port) for paths in jobs]
+        logs = [process.communicate(timeout=600)[0] for process in processes]
+    for process, log in zip(processes, logs):
+        assert process.returncode == 0, log[-3000:]
+    assert first.opened == second.opened == {"train": 2, "validation": 2}  # each host read its own FIFOs
+    assert first.errors == second.errors == []
+    assert maps(logs[0]) == maps(logs[1]) and sorted(maps(logs[0])) == [0, 1]
+    assert "reads part 2 of 2 of the training data and part 2 of 2 of the validation data, 6 images" in logs[1]

@@ -160,6 +160,10 @@ def run_training(paths: SageMakerPaths, stop: StopRequest, rank: Rank = SOLO) ->
         f"{config.num_classes} classes, {config.epochs} epochs, on {runtime.device}, host {resources.current_host}"
         + (f", process {rank.rank} of {rank.world_size}" if rank.world_size > 1 else ""))
 
+    if rank.world_size > 1:
+        say(f"data: this process reads part {runtime.train_shard.index + 1} of {runtime.train_shard.count} of the "
+            f"training data and part {runtime.validation_shard.index + 1} of {runtime.validation_shard.count} of the "
+            f"validation data, {runtime.batch_size} images a step")
     train_source, validation_source = open_sources(channels, config.num_classes, config.label_width)
     names = class_names(config.num_classes, train_source, validation_source)
     if is_stream(train_source):

@@ -263,7 +263,7 @@ class Trainer:
         images, batches = 0, 0
         started = time.perf_counter()
         progress = tqdm(self._batches(epoch), desc=f"epoch {epoch}", unit="batch", leave=False,
-                        disable=not self.runtime.show_progress)
+                        total=_length(self.train_loader), disable=not self.runtime.show_progress)
         for batch in progress:
             batch = self._to_device(batch)
             with self._autocast():
@@ -333,6 +333,14 @@ class Trainer:
         voc = voc_map(results, self.config.num_classes, self.config.overlap_threshold)
         coco = coco_metrics(results, self.config.num_classes)
         return {"mAP": float(voc.mean_ap), **{k: float(v) for k, v in coco.items()}}
+
+
+def _length(loader) -> int | None:  # noqa: ANN001
+    """Batches in an epoch, or None for a stream."""
+    try:
+        return len(loader)
+    except TypeError:
+        return None
 
 
 def seed_everything(seed: int) -> None:

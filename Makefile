@@ -8,7 +8,7 @@ DEMO_DIR ?= demo
 DEMO_EPOCHS ?= 36
 DEMO_PORT ?= 8080
 
-.PHONY: venv demo test test-fast clean
+.PHONY: venv demo test test-fast clean docker-engine build-cpu build-gpu train-local serve-local push docker-test sdk-local
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -44,3 +44,56 @@ test-fast: venv
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build src/*.egg-info .pytest_cache
+
+# --- Docker images (README: "The images") ------------------------------------------------------------------
+# AIRGAP=1: no image registry and no package index reached by the build: a debootstrap base image and
+# a wheelhouse the host's pip downloads (docker/build.sh). Caches in docker/.cache/ (git-ignored).
+IMAGE ?= sagedet
+CPU_IMAGE ?= $(IMAGE):cpu
+GPU_IMAGE ?= $(IMAGE):gpu
+AIRGAP ?= 0
+LOCAL_DIR ?= local
+LOCAL_IMAGE ?= $(CPU_IMAGE)
+LOCAL_EPOCHS ?= $(DEMO_EPOCHS)
+LOCAL_PORT ?= 8080
+ECR_REPOSITORY ?= sagedet
+PUSH_IMAGE ?= $(CPU_IMAGE)
+SDK_VENV ?= docker/.cache/sdk-venv
+
+docker-engine:
+	docker/engine.sh
+
+build-cpu: docker-engine
+	AIRGAP=$(AIRGAP) docker/build.sh cpu $(CPU_IMAGE)
+
+build-gpu: docker-engine
+	AIRGAP=$(AIRGAP) docker/build.sh gpu $(GPU_IMAGE)
+
+# The image's `train` on the demo's generated data, with a local /opt/ml tree mounted where SageMaker
+# mounts it; the model lands in $(LOCAL_DIR)/opt_ml/model, and as SageMaker's $(LOCAL_DIR)/model.tar.gz.
+train-local: docker-engine
+	rm -rf $(LOCAL_DIR) && mkdir -p $(LOCAL_DIR)
+	docker run --rm -v $(abspath $(LOCAL_DIR)):/data $(LOCAL_IMAGE) \
+		sagedet sample-data /data/opt_ml --epochs $(LOCAL_EPOCHS) --lr-scheduler-step 24,32
+	docker run --rm --shm-size=1g -v $(abspath $(LOCAL_DIR))/opt_ml:/opt/ml $(LOCAL_IMAGE) train
+	tar -czf $(LOCAL_DIR)/model.tar.gz -C $(LOCAL_DIR)/opt_ml/model .
+	@echo "model: $(LOCAL_DIR)/opt_ml/model and $(LOCAL_DIR)/model.tar.gz; metrics: $(LOCAL_DIR)/opt_ml/output/data"
+
+# The image's `serve` on the model train-local wrote, on 127.0.0.1:$(LOCAL_PORT) (Ctrl-C stops it).
+# From another shell: curl -s -H 'Content-Type: image/jpeg' --data-binary @IMAGE.jpg http://127.0.0.1:$(LOCAL_PORT)/invocations
+# or: .venv/bin/sagedet invoke $(LOCAL_DIR)/opt_ml/input/data/validation/images/*.jpg --endpoint http://127.0.0.1:$(LOCAL_PORT) --output $(LOCAL_DIR)/predictions
+serve-local: docker-engine
+	@test -f $(LOCAL_DIR)/opt_ml/model/model.safetensors || { echo "no model in $(LOCAL_DIR)/opt_ml/model: run make train-local first" >&2; exit 1; }
+	docker run --rm -it -p 127.0.0.1:$(LOCAL_PORT):8080 -v $(abspath $(LOCAL_DIR))/opt_ml/model:/opt/ml/model:ro \
+		$(LOCAL_IMAGE) serve
+
+# Create the ECR repository if needed, log in, tag and push. Account: AWS_ACCOUNT_ID or the caller's;
+# region: AWS_REGION, AWS_DEFAULT_REGION or the AWS CLI's configuration.
+push:
+	docker/push.sh $(PUSH_IMAGE) $(ECR_REPOSITORY)
+
+# Build Dockerfile.cpu with no registry and no index (AIRGAP=1), then run the image for real:
+# tests/docker (train, serve, incremental training, failure file, SIGTERM). `make test` skips those.
+docker-test: venv docker-engine
+	AIRGAP=1 docker/build.sh cpu $(CPU_IMAGE)
+	SAGEDET_DOCKER_IMAGE=$(CPU_IMAGE) $(PY) -m pytest -ra -m docker tests/docker

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Build Dockerfile.cpu or Dockerfile.gpu.
+#
+#   docker/build.sh cpu|gpu TAG [docker build options...]
+#
+# By default a plain `docker build` from the repository (base image and packages from their
+# registries; BASE_IMAGE, PIP_INDEX_URL, TORCH_INDEX_URL and FETCH_WEIGHTS pass through when set).
+# AIRGAP=1 builds with no registry and no package index, as `make docker-test` does: the base image
+# from Debian's packages (docker/base-image.sh), the wheels downloaded by the host's pip
+# (docker/wheelhouse.sh) into a staged build context, `--network none`, and FETCH_WEIGHTS=0 unless
+# set. Caches live in docker/.cache/ (git-ignored); a fresh machine fills them.
+set -euo pipefail
+
+variant="${1:?usage: docker/build.sh cpu|gpu TAG [docker build options...]}"
+tag="${2:?usage: docker/build.sh cpu|gpu TAG [docker build options...]}"
+shift 2
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(dirname "$here")"
+cache="${SAGEDET_DOCKER_CACHE:-$here/.cache}"
+dockerfile="Dockerfile.$variant"
+
+log() { echo "docker/build.sh: $*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+[ -f "$repo/$dockerfile" ] || die "no $dockerfile (variant cpu or gpu)"
+command -v docker >/dev/null 2>&1 || die "no docker command: run docker/engine.sh (make docker-engine)"
+docker info >/dev/null 2>&1 || die "the Docker engine does not answer: run docker/engine.sh (make docker-engine)"
+
+args=()
+for name in BASE_IMAGE PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_TRUSTED_HOST TORCH_INDEX_URL FETCH_WEIGHTS; do
+    if [ -n "${!name:-}" ]; then args+=(--build-arg "$name=${!name}"); fi
+done
+
+if [ "${AIRGAP:-0}" = 1 ]; then
+    base="${BASE_IMAGE:-sagedet-base:bookworm}"
+    [ -n "${BASE_IMAGE:-}" ] || "$here/base-image.sh" "$base"
+    "$here/wheelhouse.sh" "$variant" "$cache/wheels-$variant"
+    # The staged context: what the Dockerfile copies, and the wheels as hard links (no copying).
+    context="$cache/context-$variant"
+    rm -rf "$context"
+    mkdir -p "$context/docker"
+    cp -a "$repo/$dockerfile" "$repo/pyproject.toml" "$repo/container" "$repo/src" "$context/"
+    cp -a "$here/requirements.txt" "$here/cuda-constraints.txt" "$here/torch_deps.py" "$here/slim_cuda.py" "$here/no-wheelhouse" "$context/docker/"
+    cp -al "$cache/wheels-$variant" "$context/wheels" 2>/dev/null || cp -a "$cache/wheels-$variant" "$context/wheels"
+    find "$context" \( -name __pycache__ -o -name '*.egg-info' -o -name '*.pyc' \) -prune -exec rm -rf {} +
+    args+=(--network none --build-arg "BASE_IMAGE=$base" --build-arg WHEELHOUSE=wheels)
+    [ -n "${FETCH_WEIGHTS:-}" ] || args+=(--build-arg FETCH_WEIGHTS=0)
+else
+    context="$repo"
+fi
+
+log "docker build -f $dockerfile -t $tag ${args[*]} $* $context"
+start=$(date +%s)
+# The legacy builder works with every engine (BuildKit needs the buildx plugin with newer clients).
+DOCKER_BUILDKIT="${DOCKER_BUILDKIT:-0}" docker build -f "$context/$dockerfile" -t "$tag" "${args[@]}" "$@" "$context"
+log "built $tag in $(( $(date +%s) - start )) s: $(docker image inspect --format '{{.Size}}' "$tag" | awk '{printf "%.2f GB", $1/1e9}')"

@@ -23,7 +23,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     skip = pytest.mark.skip(reason=f"needs a built image: `make docker-test` builds one and sets {IMAGE_ENV}")
     for item in items:
-        if "docker" in item.keywords:
+        if item.get_closest_marker("docker") is not None:
             item.add_marker(skip)
 
 

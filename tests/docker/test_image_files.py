@@ -1,0 +1,153 @@
+"""The image build's files, without Docker (these run under plain `make test`): pins that agree,
+torch's CUDA wheels found from its metadata, the ECR push's AWS CLI calls, and clear messages when a
+tool is missing."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKER = REPO / "docker"
+
+
+def pins(path: Path) -> dict[str, str]:
+    found = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, version = line.split("==")
+            found[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return found
+
+
+def test_the_images_pin_what_constraints_txt_pins():
+    images = pins(DOCKER / "requirements.txt")
+    development = pins(REPO / "constraints.txt")
+    development.pop("pytest")
+    assert {name: images.get(name) for name in development} == development
+    assert not [name for name in images if name.startswith(("nvidia-", "cuda-")) or name == "triton"]
+    assert not set(images) & set(pins(DOCKER / "cuda-constraints.txt"))
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile.cpu", "Dockerfile.gpu"])
+def test_the_dockerfiles_keep_the_contract(dockerfile: str):
+    text = (REPO / dockerfile).read_text()
+    assert "LABEL com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true" in text
+    assert not re.search(r"^ENTRYPOINT", text, re.M)
+    assert "PYTHONUNBUFFERED=1" in text and "PATH=/opt/program:" in text
+    assert "COPY container /opt/program" in text and "/opt/ml" not in text
+    for argument in ("BASE_IMAGE", "PIP_INDEX_URL", "TORCH_INDEX_URL", "WHEELHOUSE", "FETCH_WEIGHTS"):
+        assert re.search(rf"^ARG {argument}\b", text, re.M), argument
+
+
+def fake_torch_wheel(path: Path, requires: list[str]) -> Path:
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr("torch-2.14.1.dist-info/METADATA",
+                       "Metadata-Version: 2.1\nName: torch\nVersion: 2.14.1\n"
+                       + "".join(f"Requires-Dist: {r}\n" for r in requires))
+    return path
+
+
+def torch_deps(wheel: Path) -> list[str]:
+    result = subprocess.run([sys.executable, str(DOCKER / "torch_deps.py"), str(DOCKER / "requirements.txt"), str(wheel)],
+                            capture_output=True, text=True, check=True)
+    return result.stdout.split("\n")[:-1]
+
+
+def test_torch_deps_lists_the_cuda_wheels_but_triton(tmp_path: Path):
+    wheel = fake_torch_wheel(tmp_path / "torch-2.14.1-cp311-cp311-manylinux_2_28_x86_64.whl", [
+        "filelock", "sympy>=1.13.3",
+        'cuda-toolkit[cublas,cudart]==13.0.3; platform_system == "Linux"',
+        'nvidia-cudnn-cu13==9.24.0.43; platform_system == "Linux"',
+        'nvidia-nccl-cu13==2.30.7; platform_system == "Windows"',
+        'triton~=3.8.0; platform_system == "Linux" and python_version < "3.15"',
+        'optree>=0.13.0; extra == "optree"',
+    ])
+    assert torch_deps(wheel) == ["cuda-toolkit[cublas,cudart]==13.0.3", "nvidia-cudnn-cu13==9.24.0.43"]
+
+
+def test_torch_deps_lists_nothing_for_a_cpu_build(tmp_path: Path):
+    wheel = fake_torch_wheel(tmp_path / "torch-2.14.1+cpu-cp311-cp311-manylinux_2_28_x86_64.whl",
+                             ["filelock", "typing-extensions>=4.10.0", "sympy>=1.13.3", "networkx>=2.5.1", "jinja2"])
+    assert torch_deps(wheel) == []
+
+
+STUB = """#!/bin/bash
+echo "$(basename "$0") $*" >> "$CALLS"
+case "$(basename "$0") $1 $2" in
+  "aws configure get") echo eu-west-1 ;;
+  "aws sts get-caller-identity") echo 123456789012 ;;
+  "aws ecr describe-repositories") exit 254 ;;
+  "aws ecr get-login-password") echo token ;;
+  "docker login "*) cat > "$CALLS.password" ;;
+esac
+exit 0
+"""
+
+
+def stubbed_path(tmp_path: Path, *tools: str) -> str:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in tools:
+        (bin_dir / tool).write_text(STUB)
+        (bin_dir / tool).chmod(0o755)
+    for tool in ("basename", "cat", "dirname"):
+        if not (bin_dir / tool).exists():
+            (bin_dir / tool).symlink_to(shutil.which(tool))
+    return str(bin_dir)
+
+
+def push(tmp_path: Path, path: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    base = {"PATH": path, "CALLS": str(tmp_path / "calls"), "HOME": str(tmp_path)}
+    return subprocess.run(["/bin/bash", str(DOCKER / "push.sh"), *args], capture_output=True, text=True,
+                          env=dict(base, **env), timeout=30)
+
+
+def test_push_creates_the_repository_logs_in_tags_and_pushes(tmp_path: Path):
+    result = push(tmp_path, stubbed_path(tmp_path, "aws", "docker"), "sagedet:cpu", "my-detector")
+    assert result.returncode == 0, result.stderr
+    uri = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/my-detector:cpu"
+    assert result.stdout.strip() == uri
+    assert (tmp_path / "calls").read_text().splitlines() == [
+        "docker image inspect sagedet:cpu",
+        "aws configure get region",
+        "aws sts get-caller-identity --query Account --output text",
+        "aws ecr describe-repositories --region eu-west-1 --repository-names my-detector",
+        "aws ecr create-repository --region eu-west-1 --repository-name my-detector",
+        "aws ecr get-login-password --region eu-west-1",
+        "docker login --username AWS --password-stdin 123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+        f"docker tag sagedet:cpu {uri}",
+        f"docker push {uri}",
+    ]
+    assert (tmp_path / "calls.password").read_text().strip() == "token"
+
+
+def test_push_takes_account_and_region_from_the_environment(tmp_path: Path):
+    result = push(tmp_path, stubbed_path(tmp_path, "aws", "docker"), "sagedet:gpu",
+                  AWS_ACCOUNT_ID="210987654321", AWS_REGION="us-east-2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "210987654321.dkr.ecr.us-east-2.amazonaws.com/sagedet:gpu"
+    calls = (tmp_path / "calls").read_text()
+    assert "sts" not in calls and "configure" not in calls
+
+
+def test_push_without_the_aws_cli_says_so(tmp_path: Path):
+    result = push(tmp_path, stubbed_path(tmp_path, "docker"), "sagedet:cpu")
+    assert result.returncode == 1
+    assert "no aws command: install the AWS CLI" in result.stderr
+
+
+@pytest.mark.parametrize("script", ["base-image.sh", "build.sh"])
+def test_scripts_without_docker_say_so(tmp_path: Path, script: str):
+    result = subprocess.run(["/bin/bash", str(DOCKER / script), "cpu", "x:y"], capture_output=True, text=True,
+                            env={"PATH": stubbed_path(tmp_path), "HOME": str(tmp_path)}, timeout=30)
+    assert result.returncode == 1
+    assert "no docker command" in result.stderr and "Traceback" not in result.stderr

@@ -59,6 +59,7 @@ LOCAL_PORT ?= 8080
 ECR_REPOSITORY ?= sagedet
 PUSH_IMAGE ?= $(CPU_IMAGE)
 SDK_VENV ?= docker/.cache/sdk-venv
+SDK_VERSION ?= 2.257.7
 
 docker-engine:
 	docker/engine.sh
@@ -92,8 +93,24 @@ serve-local: docker-engine
 push:
 	docker/push.sh $(PUSH_IMAGE) $(ECR_REPOSITORY)
 
+# The SageMaker Python SDK v2, in a virtual environment of its own, for its local mode.
+$(SDK_VENV)/.installed:
+	$(PYTHON) -m venv $(SDK_VENV)
+	$(SDK_VENV)/bin/pip install --quiet "sagemaker==$(SDK_VERSION)"
+	touch $@
+
+# SDK local mode on generated data: Estimator(image_uri=$(LOCAL_IMAGE), instance_type="local").fit(),
+# deploy to "local", predict (examples/sagemaker_sdk.py local; no AWS account needed).
+sdk-local: docker-engine $(SDK_VENV)/.installed
+	rm -rf $(LOCAL_DIR)/sdk && mkdir -p $(LOCAL_DIR)/sdk
+	docker run --rm -v $(abspath $(LOCAL_DIR))/sdk:/data $(LOCAL_IMAGE) sagedet sample-data /data/opt_ml
+	$(SDK_VENV)/bin/python examples/sagemaker_sdk.py local --image-uri $(LOCAL_IMAGE) \
+		--data $(LOCAL_DIR)/sdk/opt_ml/input/data --work $(LOCAL_DIR)/sdk/work --epochs 4
+
 # Build Dockerfile.cpu with no registry and no index (AIRGAP=1), then run the image for real:
-# tests/docker (train, serve, incremental training, failure file, SIGTERM). `make test` skips those.
-docker-test: venv docker-engine
+# tests/docker (train, serve, incremental training, failure file, SIGTERM, SDK local mode).
+# `make test` skips those.
+docker-test: venv docker-engine $(SDK_VENV)/.installed
 	AIRGAP=1 docker/build.sh cpu $(CPU_IMAGE)
-	SAGEDET_DOCKER_IMAGE=$(CPU_IMAGE) $(PY) -m pytest -ra -m docker tests/docker
+	SAGEDET_DOCKER_IMAGE=$(CPU_IMAGE) SAGEDET_SDK_PYTHON=$(abspath $(SDK_VENV))/bin/python \
+		$(PY) -m pytest -ra -m docker tests/docker

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make sure a Docker engine answers `docker info`: install Debian's docker.io (and docker-compose,
-# for the SageMaker SDK's local mode) when missing, and start dockerd in the background when it is
+# for the SageMaker SDK's local mode, unless `docker compose` works) when missing, and start dockerd in the background when it is
 # not running. Idempotent; needs root on Debian (apt-get). Used by the Makefile's docker targets.
 set -euo pipefail
 
@@ -10,7 +10,8 @@ die() { log "ERROR: $*"; exit 1; }
 need_packages=()
 command -v dockerd >/dev/null 2>&1 || need_packages+=(docker.io)
 command -v docker >/dev/null 2>&1 || need_packages+=(docker.io)
-if [ "${SAGEDET_WITH_COMPOSE:-0}" = 1 ] && ! command -v docker-compose >/dev/null 2>&1; then
+# Compose, for the SageMaker SDK's local mode: `docker compose` (v2) or Debian's docker-compose.
+if ! command -v docker-compose >/dev/null 2>&1 && ! docker compose version 2>/dev/null | grep -q v2; then
     need_packages+=(docker-compose)
 fi
 if [ ${#need_packages[@]} -gt 0 ]; then

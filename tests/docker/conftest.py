@@ -8,8 +8,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
+
+from docker_harness import EPOCHS, outcome, run
 
 IMAGE_ENV = "SAGEDET_DOCKER_IMAGE"
 
@@ -36,3 +39,15 @@ def image() -> str:
     if found.returncode != 0:
         pytest.fail(f"{IMAGE_ENV}={name}: no such image ({found.stderr.strip()}); `make build-cpu` builds it")
     return name
+
+
+@pytest.fixture(scope="session")
+def template(image: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SageMaker /opt/ml tree written by the image's own `sagedet sample-data`: 24 training and 8
+    validation images, a 2-epoch mobilenet-v3 job at 64 px. Each job copies it (new_job)."""
+    work = tmp_path_factory.mktemp("docker-data")
+    result = run(image, ["sagedet", "sample-data", "/data/opt_ml", "--train", "24", "--validation", "8",
+                         "--epochs", str(EPOCHS), "--image-shape", "64", "--mini-batch-size", "8"],
+                 {work: "/data"}, timeout=300)
+    assert result.returncode == 0, outcome(result)
+    return work / "opt_ml"

@@ -7,7 +7,10 @@
 #
 # Idempotent and cached: nothing happens when the engine already has TAG; otherwise the root file
 # system tarball under docker/.cache/ is imported when present, else debootstrap makes it (about
-# 1-2 minutes). Variables: DEBIAN_MIRROR (default: debootstrap's own), SAGEDET_DOCKER_CACHE.
+# 1-2 minutes). Variables: DEBIAN_MIRROR (default: debootstrap's own), SAGEDET_DOCKER_CACHE, and
+# CA_BUNDLE: a PEM file to install as the image's CA bundle, for hosts whose HTTPS goes through an
+# intercepting proxy (e.g. CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt, the host's own): then pip
+# inside a build reaches the package index (Debian's pip reads that bundle).
 set -euo pipefail
 
 tag="${1:-sagedet-base:bookworm}"
@@ -57,5 +60,13 @@ fi
 log "docker import $tarball as $tag"
 docker import --change 'ENV LANG=C.UTF-8' --change 'CMD ["/bin/bash"]' \
     --message "debootstrap $suite minbase + $packages" "$tarball" "$tag" >/dev/null
+if [ -n "${CA_BUNDLE:-}" ]; then
+    [ -s "$CA_BUNDLE" ] || die "CA_BUNDLE=$CA_BUNDLE is not a file"
+    log "installing $CA_BUNDLE as the CA bundle of $tag"
+    container="$(docker create "$tag")"
+    docker cp "$CA_BUNDLE" "$container:/etc/ssl/certs/ca-certificates.crt"
+    docker commit --change 'ENV LANG=C.UTF-8' --change 'CMD ["/bin/bash"]' "$container" "$tag" >/dev/null
+    docker rm "$container" >/dev/null
+fi
 docker run --rm "$tag" python3 -c 'import sys, venv, ssl; print("base image python", sys.version.split()[0])' >&2 \
     || die "$tag does not run python3"

@@ -85,7 +85,7 @@ train-local: docker-engine
 # or: .venv/bin/sagedet invoke $(LOCAL_DIR)/opt_ml/input/data/validation/images/*.jpg --endpoint http://127.0.0.1:$(LOCAL_PORT) --output $(LOCAL_DIR)/predictions
 serve-local: docker-engine
 	@test -f $(LOCAL_DIR)/opt_ml/model/model.safetensors || { echo "no model in $(LOCAL_DIR)/opt_ml/model: run make train-local first" >&2; exit 1; }
-	docker run --rm -it -p 127.0.0.1:$(LOCAL_PORT):8080 -v $(abspath $(LOCAL_DIR))/opt_ml/model:/opt/ml/model:ro \
+	docker run --rm -p 127.0.0.1:$(LOCAL_PORT):8080 -v $(abspath $(LOCAL_DIR))/opt_ml/model:/opt/ml/model:ro \
 		$(LOCAL_IMAGE) serve
 
 # Create the ECR repository if needed, log in, tag and push. Account: AWS_ACCOUNT_ID or the caller's;

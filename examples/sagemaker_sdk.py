@@ -91,8 +91,15 @@ def predictor_for(endpoint):
     return endpoint
 
 
+def hyperparameters_of(args: argparse.Namespace) -> dict:
+    values = json.loads(args.hyperparameters) if args.hyperparameters else dict(DEMO_HYPERPARAMETERS)
+    if getattr(args, "epochs", None):
+        values["epochs"] = args.epochs
+    return values
+
+
 def train(args: argparse.Namespace) -> int:
-    job = estimator(args.image_uri, args.role, args.instance_type, args.output, DEMO_HYPERPARAMETERS)
+    job = estimator(args.image_uri, args.role, args.instance_type, args.output, hyperparameters_of(args))
     job.fit(channels(args.data))
     print(job.model_data)
     return 0
@@ -101,7 +108,7 @@ def train(args: argparse.Namespace) -> int:
 def tune(args: argparse.Namespace) -> int:
     from sagemaker.tuner import HyperparameterTuner
 
-    job = estimator(args.image_uri, args.role, args.instance_type, args.output, DEMO_HYPERPARAMETERS)
+    job = estimator(args.image_uri, args.role, args.instance_type, args.output, hyperparameters_of(args))
     tuner = HyperparameterTuner(job, objective_metric_name=OBJECTIVE, hyperparameter_ranges=hyperparameter_ranges(),
                                 metric_definitions=METRIC_DEFINITIONS, objective_type="Maximize",
                                 max_jobs=args.max_jobs, max_parallel_jobs=args.max_parallel_jobs)
@@ -145,9 +152,7 @@ def local(args: argparse.Namespace) -> int:
     session = LocalSession()
     port = args.port or free_port()
     session.config = {"local": {"local_code": True, "serving_port": port, "container_root": str(work)}}
-    hyperparameters = json.loads(args.hyperparameters) if args.hyperparameters else dict(DEMO_HYPERPARAMETERS)
-    if args.epochs:
-        hyperparameters["epochs"] = args.epochs
+    hyperparameters = hyperparameters_of(args)
     data = Path(args.data).resolve()
     summary: dict = {"image_uri": args.image_uri, "serving_port": port}
 
@@ -190,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("train", "tune"):
         commands.choices[name].add_argument("--data", required=True, help="s3:// prefix with one folder per channel")
         commands.choices[name].add_argument("--output", required=True, help="s3:// prefix for model.tar.gz")
+    for name in ("train", "tune", "local"):
+        commands.choices[name].add_argument("--hyperparameters",
+                                            help="a JSON object (default: a small job for `sagedet sample-data`'s data)")
     commands.choices["tune"].add_argument("--max-jobs", type=int, default=8)
     commands.choices["tune"].add_argument("--max-parallel-jobs", type=int, default=2)
     commands.choices["deploy"].add_argument("--model-data", required=True, help="s3://.../model.tar.gz")
@@ -197,7 +205,6 @@ def main(argv: list[str] | None = None) -> int:
     commands.choices["deploy"].add_argument("--delete", action="store_true", help="delete the endpoint afterwards")
     commands.choices["local"].add_argument("--data", required=True, help="a local folder with one folder per channel")
     commands.choices["local"].add_argument("--work", required=True, help="a folder for the SDK's files and outputs")
-    commands.choices["local"].add_argument("--hyperparameters", help="JSON (default: a small job for sample-data)")
     commands.choices["local"].add_argument("--epochs", type=int, help="override the hyperparameters' epochs")
     commands.choices["local"].add_argument("--image", help="the JPEG to send (default: the first validation image)")
     commands.choices["local"].add_argument("--port", type=int, default=0, help="the local endpoint's port (default: free)")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from docker_harness import EPOCHS, outcome, run
+from .docker_harness import EPOCHS, outcome, run
 
 IMAGE_ENV = "SAGEDET_DOCKER_IMAGE"
 

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 from safetensors import safe_open
 
-from docker_harness import EPOCHS, docker, free_port, make_model_tarball, new_job, outcome, request, run
+from .docker_harness import EPOCHS, docker, free_port, make_model_tarball, new_job, outcome, request, run
 
 pytestmark = pytest.mark.docker
 

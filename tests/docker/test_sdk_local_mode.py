@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from docker_harness import docker, outcome
+from .docker_harness import docker, outcome
 
 pytestmark = pytest.mark.docker
 

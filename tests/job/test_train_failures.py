@@ -129,3 +129,12 @@ def test_incremental_archive_with_path_traversal_is_refused(job, tmp_path):
     job.input_data_config_file.write_text(json.dumps(config))
     _fails_with(job, "../../escaped.txt")
     assert not (job.root / "escaped.txt").exists() and not (tmp_path / "escaped.txt").exists()
+
+
+def test_a_validation_channel_without_objects_is_named(job):
+    for annotation in job.channel_dir("validation_annotation").glob("*.json"):
+        document = json.loads(annotation.read_text())
+        annotation.write_text(json.dumps({**document, "annotations": []}))
+    result = run_train(job)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert failure_reason(job).startswith("the validation data (8 images) holds no annotated object")

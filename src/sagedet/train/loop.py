@@ -30,7 +30,7 @@ from tqdm import tqdm
 from ..data.dataset import Batch, check_batch
 from ..data.loaders import WHOLE, Shard, TrainingData, build_loader
 from ..data.transforms import eval_transform, train_transform
-from ..errors import ModelError, SagedetError
+from ..errors import DataError, ModelError, SagedetError
 from ..evaluate.coco import coco_metrics
 from ..evaluate.detections import ImageDetections
 from ..evaluate.voc_map import voc_map
@@ -325,11 +325,22 @@ class Trainer:
             # interleaved back into the data's order (process r evaluated samples r, r + n, ...), so that
             # detections with equal scores rank as they would in one process
             ordered = [r for group in itertools.zip_longest(*gathered) for r in group if r is not None]
-            figures = self._figures(ordered) if self.is_main else None
-            return self.collective.broadcast(figures)
+            figures: dict | None = None
+            if self.is_main:
+                try:
+                    figures = self._figures(ordered)
+                except DataError as error:  # every process must fail with it, none wait for the figures
+                    figures = {"error": str(error)}
+            figures = self.collective.broadcast(figures)
+            if "error" in figures:
+                raise DataError(figures["error"])
+            return figures
         return self._figures(results)
 
     def _figures(self, results: list[ImageDetections]) -> dict[str, float]:
+        if not any(len(result.gt_labels) for result in results):
+            raise DataError(f"the validation data ({len(results)} images) holds no annotated object: validation:mAP "
+                            "is measured against the validation channel's boxes; give it annotated images")
         voc = voc_map(results, self.config.num_classes, self.config.overlap_threshold)
         coco = coco_metrics(results, self.config.num_classes)
         return {"mAP": float(voc.mean_ap), **{k: float(v) for k, v in coco.items()}}

@@ -20,11 +20,7 @@ the formats ``--rounds`` times and keeping each one's best round:
 from __future__ import annotations
 
 import argparse
-import datetime
-import io
 import os
-import platform
-import shlex
 import sys
 import tempfile
 import time
@@ -41,7 +37,7 @@ from sagedet.data.recordio_source import RecordIOSource, stream_samples
 from sagedet.data.dataset import DetectionDataset
 from sagedet.data.synthetic import write_synthetic_dataset
 from sagedet.data.transforms import eval_transform
-from machine import cpu_name
+from machine import run_lines
 
 NUM_CLASSES = 3
 
@@ -145,10 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         baseline = best[(stage, "image+JSON")]
         rows.append(f"| {stage} | {form} | {args.images / seconds:,.0f} | {baseline / seconds:.2f}× |")
     lines = [
-        f"- command: `{shlex.join(['python', *sys.argv])}`",
-        f"- machine: {cpu_name()}, {os.cpu_count()} cores, CPU only; Python {platform.python_version()}, "
-        f"torch {torch.__version__}",
-        f"- date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
+        *run_lines(),
         f"- data: {args.images} JPEGs {width}×{height} (.rec {rec_size / 1e6:.1f} MB); best of {args.rounds} rounds; "
         f"decoding with 1 torch thread; DataLoader: {args.workers} workers, batch 32",
         "",

@@ -12,24 +12,20 @@ the job's ``train:throughput`` of the last epoch (summed over the hosts), epoch 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import re
-import shlex
 import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import torch
 
 from sagedet.data.synthetic import write_synthetic_dataset
 from sagedet.sagemaker.local import write_training_config
 from sagedet.sagemaker.paths import SageMakerPaths
-from machine import cpu_name
+from machine import run_lines
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "container" / "train"
@@ -96,10 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         two = sum(last_epoch_throughput(log) for log in logs)
         rows.append(("2 processes, 2 hosts on loopback (gloo)", 1, args.batch, two))
     lines = [
-        f"- command: `{shlex.join(['.venv/bin/python', *sys.argv])}`",
-        f"- machine: {cpu_name()}, {os.cpu_count()} cores, CPU only; Python {platform.python_version()}, "
-        f"torch {torch.__version__}",
-        f"- date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
+        *run_lines(),
         f"- job: {args.network} at {args.image_shape}, {args.images} training images 500×375, {args.epochs} epochs "
         "(the last one's train:throughput), 1 DataLoader worker per process",
         "",

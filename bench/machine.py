@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
+import os
 import platform
+import shlex
+import sys
 from pathlib import Path
 
 
@@ -15,3 +19,16 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def run_lines() -> list[str]:
+    """Markdown lines naming the command as it was run, the machine (CPU only), the software and the date."""
+    import torch
+
+    interpreter = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else "python"
+    return [
+        f"- command: `{shlex.join([interpreter, *sys.argv])}`",
+        f"- machine: {cpu_name()}, {os.cpu_count()} cores, CPU only; Python {platform.python_version()}, "
+        f"torch {torch.__version__}",
+        f"- date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
+    ]

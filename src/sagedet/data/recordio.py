@@ -61,6 +61,11 @@ class ImageRecord:
     scalar: bool = False
 
 
+def record_where(name: str, index: int, offset: int) -> str:
+    """How errors and sample names refer to a record: ``train.rec: record 3 (byte offset 1024)``."""
+    return f"{name}: record {index} (byte offset {offset})"
+
+
 # --- framing ---------------------------------------------------------------------------------------
 def frame(data: bytes) -> bytes:
     """``data`` as it is written to a .rec file: split where the magic word occurs at an aligned
@@ -115,6 +120,7 @@ class RecordReader:
         self.name = name
         self.offset = offset
         self.index = index
+        self._file_size: int | None = None
 
     def __iter__(self) -> Iterator[Record]:
         while (record := self.next()) is not None:
@@ -151,7 +157,11 @@ class RecordReader:
                 break
         if first:
             return None
-        if self.offset > self._size():
+        if self._file_size is None:  # once per reader: skipping a file seeks to each record's end
+            position = self.stream.tell()
+            self._file_size = self.stream.seek(0, io.SEEK_END)
+            self.stream.seek(position)
+        if self.offset > self._file_size:
             raise DataError(self._where(start, start) + "the file ends inside this record (truncated file)")
         self.index += 1
         return start
@@ -176,12 +186,6 @@ class RecordReader:
                             + f"a record starts with continuation flag {cflag} (expected 0 or 1)")
         return cflag, length
 
-    def _size(self) -> int:
-        position = self.stream.tell()
-        size = self.stream.seek(0, io.SEEK_END)
-        self.stream.seek(position)
-        return size
-
     def _read(self, size: int, start: int, allow_end: bool) -> bytes | None:
         data = read_exactly(self.stream, size)
         if not data and allow_end:
@@ -194,8 +198,8 @@ class RecordReader:
         return data
 
     def _where(self, start: int, at: int) -> str:
-        at_text = f", at byte {at}" if at != start else ""
-        return f"{self.name}: record {self.index} (byte offset {start}{at_text}): "
+        where = record_where(self.name, self.index, start)
+        return (where[:-1] + f", at byte {at}): " if at != start else where + ": ")
 
 
 def read_exactly(stream: BinaryIO, size: int) -> bytes:
@@ -211,14 +215,19 @@ def read_exactly(stream: BinaryIO, size: int) -> bytes:
     return b"".join(chunks)
 
 
+def record_at(stream: BinaryIO, name: str, offset: int, index: int) -> Record:
+    """The record starting at byte ``offset`` of a seekable stream (``name``: its file, in errors)."""
+    stream.seek(offset)
+    record = RecordReader(stream, name, offset, index).next()
+    if record is None:
+        raise DataError(f"{record_where(name, index, offset)}: no record there, the file ends")
+    return record
+
+
 def read_record_at(path: Path, offset: int, index: int) -> Record:
     """The record starting at byte ``offset`` of ``path``."""
     with open(path, "rb") as stream:
-        stream.seek(offset)
-        record = RecordReader(stream, str(path), offset, index).next()
-    if record is None:
-        raise DataError(f"{path}: record {index} (byte offset {offset}): no record there, the file ends")
-    return record
+        return record_at(stream, str(path), offset, index)
 
 
 # --- image records ---------------------------------------------------------------------------------
@@ -233,7 +242,7 @@ def pack(label: np.ndarray | float | list[float], image: bytes, id: int = 0, id2
 def unpack(record: Record, name: str) -> ImageRecord:
     """``mxnet.recordio.unpack`` of one record; ``name`` is its file in error messages."""
     data = record.data
-    where = f"{name}: record {record.index} (byte offset {record.offset})"
+    where = record_where(name, record.index, record.offset)
     if len(data) < HEADER_SIZE:
         raise DataError(f"{where}: {len(data)} bytes, too short for the 24-byte image record header")
     flag, scalar, id, id2 = HEADER.unpack_from(data)
@@ -266,11 +275,12 @@ def read_index(path: Path) -> list[tuple[int, int]]:
     return entries
 
 
-def scan_offsets(path: Path) -> list[int]:
-    """The byte offset of every record in ``path``, reading only the framing words."""
+def scan_offsets(path: Path, name: str | None = None) -> list[int]:
+    """The byte offset of every record in ``path``, reading only the framing words (``name``: the
+    file's name in errors, default its path)."""
     offsets = []
     with open(path, "rb") as stream:
-        reader = RecordReader(stream, str(path))
+        reader = RecordReader(stream, name or str(path))
         while (offset := reader.skip()) is not None:
             offsets.append(offset)
     return offsets

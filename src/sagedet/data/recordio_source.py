@@ -22,7 +22,7 @@ from ..errors import DataError
 from .annotations import ClassNames
 from .detection_label import parse_detection_label
 from .recordio import (HEADER, HEADER_SIZE, LENGTH_LIMIT, MAGIC, WORD, Record, RecordReader, read_exactly, read_index,
-                       read_record_at, unpack)
+                       read_record_at, record_at, record_where, scan_offsets, unpack)
 from .sample import Objects, RawSample, problems_report
 
 
@@ -43,18 +43,24 @@ def class_names_beside(rec: Path, num_classes: int) -> dict[int, str]:
 
 
 def record_name(file_name: str, record: Record) -> str:
-    return f"{file_name}: record {record.index} (byte offset {record.offset})"
+    return record_where(file_name, record.index, record.offset)
+
+
+def detection_objects(label: np.ndarray, scalar: bool, where: str, num_classes: int,
+                      label_width: int | None) -> Objects:
+    """The objects of a record's label array; a scalar label (the header's, ``scalar``) is refused."""
+    if scalar:
+        raise DataError(f"{where}: has a scalar label ({label[0]:g}) in its header, as classification records do; "
+                        "object detection records carry a label array [A, B, ..., class_id, xmin, ymin, xmax, ymax, "
+                        "...] (im2rec --pack-label)")
+    return parse_detection_label(label, where, num_classes, label_width)
 
 
 def record_sample(record: Record, file_name: str, num_classes: int, label_width: int | None) -> RawSample:
     """One image record → a raw sample (its label parsed and checked)."""
     where = record_name(file_name, record)
     image = unpack(record, file_name)
-    if image.scalar:
-        raise DataError(f"{where}: has a scalar label ({image.label[0]:g}) in its header, as classification records do; "
-                        "object detection records carry a label array [A, B, ..., class_id, xmin, ymin, xmax, ymax, ...] "
-                        "(im2rec --pack-label)")
-    objects = parse_detection_label(image.label, where, num_classes, label_width)
+    objects = detection_objects(image.label, image.scalar, where, num_classes, label_width)
     return RawSample(where, image.image, objects)
 
 
@@ -106,7 +112,7 @@ class RecordIOSource:
 
     def name(self, index: int) -> str:
         entry = self._entries[index]
-        return f"{entry.file_name}: record {entry.index} (byte offset {entry.offset})"
+        return record_where(entry.file_name, entry.index, entry.offset)
 
     def read(self, index: int) -> RawSample:
         entry = self._entries[index]
@@ -116,33 +122,25 @@ class RecordIOSource:
     def _index_file(self, path: Path, file_name: str, errors: list[str]) -> list[_Entry]:
         entries = []
         size = path.stat().st_size
+        offsets = _offsets(path, file_name, size)
         with open(path, "rb") as stream:
-            for i, offset in enumerate(_offsets(path, file_name, stream)):
-                where = f"{file_name}: record {i} (byte offset {offset})"
+            for i, offset in enumerate(offsets):
                 try:
-                    label = _read_label(stream, file_name, i, offset, size)
-                    if label is None:
-                        raise DataError(f"{where}: has a scalar label in its header, as classification records do; "
-                                        "object detection records carry a label array [A, B, ..., class_id, xmin, "
-                                        "ymin, xmax, ymax, ...] (im2rec --pack-label)")
-                    objects = parse_detection_label(label, where, self._num_classes, self._label_width)
+                    label, scalar = _read_label(stream, file_name, i, offset, size)
+                    objects = detection_objects(label, scalar, record_where(file_name, i, offset), self._num_classes,
+                                                self._label_width)
                     entries.append(_Entry(path, file_name, i, offset, objects))
                 except DataError as error:
                     errors.append(str(error))
         return entries
 
 
-def _offsets(path: Path, file_name: str, stream: BinaryIO) -> list[int]:
-    """Every record's byte offset: from the .idx file beside ``path`` (checked against the file's size),
-    else by walking the framing words (a truncated file or a bad magic is an error here)."""
+def _offsets(path: Path, file_name: str, size: int) -> list[int]:
+    """Every record's byte offset: from the .idx file beside ``path`` (checked against the file's
+    ``size``), else by walking the framing words (a truncated file or a bad magic is an error here)."""
     index_file = path.with_suffix(".idx")
     if not index_file.is_file():
-        reader = RecordReader(stream, file_name)
-        offsets = []
-        while (offset := reader.skip()) is not None:
-            offsets.append(offset)
-        return offsets
-    size = path.stat().st_size
+        return scan_offsets(path, file_name)
     offsets = [offset for _, offset in read_index(index_file)]
     for line, offset in enumerate(offsets, 1):
         if offset >= size:
@@ -151,24 +149,20 @@ def _offsets(path: Path, file_name: str, stream: BinaryIO) -> list[int]:
     return offsets
 
 
-def _read_label(stream: BinaryIO, file_name: str, index: int, offset: int, size: int) -> np.ndarray | None:
-    """The label array of the record at ``offset`` (None for a scalar label), reading the framing
-    word, the 24-byte header and the label only (a record split in parts is read whole)."""
+def _read_label(stream: BinaryIO, file_name: str, index: int, offset: int, size: int) -> tuple[np.ndarray, bool]:
+    """The label array of the record at ``offset`` and whether it is the header's scalar label, reading
+    the framing word, the 24-byte header and the label only (a record split in parts is read whole)."""
     stream.seek(offset)
     head = stream.read(8 + HEADER_SIZE)
     if len(head) == 8 + HEADER_SIZE:
         magic, lrec = WORD.unpack_from(head)
         length = lrec & (LENGTH_LIMIT - 1)
         if magic == MAGIC and lrec >> 29 == 0 and length >= HEADER_SIZE and offset + 8 + length <= size:
-            flag = HEADER.unpack_from(head, 8)[0]
+            flag, scalar_label = HEADER.unpack_from(head, 8)[:2]
             if flag == 0:
-                return None
+                return np.array([scalar_label], dtype=np.float32), True
             if HEADER_SIZE + 4 * flag <= length:
-                return np.frombuffer(read_exactly(stream, 4 * flag), "<f4").astype(np.float32)
+                return np.frombuffer(read_exactly(stream, 4 * flag), "<f4").astype(np.float32), False
     # split in parts, too short, or not a record: read it whole, the reader names the problem
-    stream.seek(offset)
-    record = RecordReader(stream, file_name, offset, index).next()
-    if record is None:
-        raise DataError(f"{file_name}: record {index} (byte offset {offset}): no record there, the file ends")
-    image = unpack(record, file_name)
-    return None if image.scalar else image.label
+    image = unpack(record_at(stream, file_name, offset, index), file_name)
+    return image.label, image.scalar

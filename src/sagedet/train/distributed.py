@@ -24,7 +24,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -291,7 +290,3 @@ class Collective:
         except (RuntimeError, dist.DistBackendError) as error:
             raise SagedetError(f"lost contact with another training process (host or GPU): {error}; that "
                                "process's failure file says why it stopped") from None
-
-
-def _python_command() -> list[str]:
-    return [sys.executable, "-m", "sagedet.train.job"]

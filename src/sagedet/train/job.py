@@ -134,9 +134,8 @@ def _distributed_runtime(runtime: Runtime, config: TrainingConfig, channels: Dat
         raise ConfigError(f"hyperparameter 'mini_batch_size'={config.mini_batch_size} is smaller than the "
                           f"{rank.local_world_size} GPUs of a host; it is shared out between them: use >= "
                           f"{rank.local_world_size}")
-    if len(resources.hosts) > 1:
-        if config.kv_store == "dist_async":
-            log("kv_store=dist_async: sagedet trains synchronously (DistributedDataParallel), as with dist_sync")
+    if len(resources.hosts) > 1 and config.kv_store == "dist_async":
+        log("kv_store=dist_async: sagedet trains synchronously (DistributedDataParallel), as with dist_sync")
     device = runtime.device
     if device.type == "cuda":
         device = torch.device("cuda", rank.local_rank)

@@ -81,3 +81,38 @@ def test_launch_starts_the_local_processes_and_reports_the_failing_one(monkeypat
     else:
         assert result.code == 1
         assert result.reason == f"training process {failing} failed (exit code 1): record 7 is bad"
+
+
+def _job_config(tmp_path, mode: str, batch: str):
+    from sagedet.sagemaker.channels import load_channels
+    from sagedet.sagemaker.hyperparameters import load_hyperparameters
+    from sagedet.sagemaker.local import write_training_config
+    from sagedet.sagemaker.paths import SageMakerPaths
+    from sagedet.sagemaker.resources import load_resources
+
+    paths = SageMakerPaths(tmp_path)
+    channels = {name: {"ContentType": "application/x-recordio", "TrainingInputMode": mode} for name in ("train", "validation")}
+    for name in channels:
+        paths.channel_dir(name).mkdir(parents=True)
+    write_training_config(paths, {"num_classes": "3", "num_training_samples": "8", "mini_batch_size": batch}, channels)
+    return load_hyperparameters(paths.hyperparameters_file), load_channels(paths), load_resources(paths)
+
+
+def test_pipe_mode_with_several_processes_on_a_host_is_refused(tmp_path):
+    from sagedet.train.job import _distributed_runtime
+    from sagedet.train.loop import Runtime
+
+    config, channels, resources = _job_config(tmp_path, "Pipe", "8")
+    with pytest.raises(ConfigError, match="Pipe mode with 2 training processes on one host is not supported"):
+        _distributed_runtime(Runtime(torch.device("cpu")), config, channels, resources, Rank(0, 0, 2, 2))
+
+
+def test_a_batch_smaller_than_the_gpus_of_a_host_is_refused(tmp_path):
+    from sagedet.train.job import _distributed_runtime
+    from sagedet.train.loop import Runtime
+
+    config, channels, resources = _job_config(tmp_path, "File", "3")
+    with pytest.raises(ConfigError, match="'mini_batch_size'=3 is smaller than the 4 GPUs of a host.*use >= 4"):
+        _distributed_runtime(Runtime(torch.device("cpu")), config, channels, resources, Rank(0, 0, 4, 4))
+    runtime = _distributed_runtime(Runtime(torch.device("cpu")), config, channels, resources, Rank(1, 1, 2, 2))
+    assert runtime.batch_size == 1 and (runtime.train_shard.index, runtime.train_shard.count) == (1, 2)

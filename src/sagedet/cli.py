@@ -1,4 +1,4 @@
-"""The ``sagedet`` command line: ``sagedet train|predict|invoke|layers|fetch-weights|sample-data``."""
+"""The ``sagedet`` command line: ``sagedet train|predict|invoke|export|layers|fetch-weights|sample-data|convert|inspect``."""
 
 from __future__ import annotations
 
@@ -33,8 +33,7 @@ def _fetch_weights(args: argparse.Namespace) -> int:
 
 
 def _sample_data(args: argparse.Namespace) -> int:
-    from .data.synthetic import SYNTHETIC_CLASSES
-    from .data.synthetic import write_synthetic_dataset
+    from .data.synthetic import SYNTHETIC_CLASSES, write_synthetic_dataset
     from .sagemaker.local import write_training_config
     from .sagemaker.paths import SageMakerPaths
 
@@ -66,6 +65,16 @@ def _invoke(args: argparse.Namespace) -> int:
     wait_for_ping(endpoint, args.wait)
     written = invoke_files(endpoint, args.images, args.output, args.custom_attributes, args.draw_min_score)
     print(f"{len(written)} answers from {endpoint}/invocations written, drawn, to {args.output}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export.writer import export_model
+
+    manifest = export_model(args.model, args.output, args.format)
+    for name, entry in manifest["files"].items():
+        print(f"{args.output / entry['file']}: {name}, largest difference from eager "
+              f"{entry['largest_difference_from_eager']:.2g} (allowed {manifest['tolerance']:g})")
     return 0
 
 
@@ -185,6 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("--draw-min-score", type=float, default=0.5, help="lowest score drawn (default 0.5)")
     invoke.add_argument("--wait", type=float, default=120, help="seconds to wait for /ping (default 120)")
     invoke.set_defaults(run=_invoke)
+    export = commands.add_parser("export", help="write TorchScript and ONNX graphs of a trained model (images -> "
+                                                "scores, boxes; NMS after), each checked against eager PyTorch")
+    export.add_argument("--model", required=True, type=Path, metavar="DIR",
+                        help="the model folder (model.safetensors + model.json), or a model.tar.gz")
+    export.add_argument("--output", required=True, type=Path, metavar="DIR",
+                        help="where to write model.torchscript.pt, model.onnx and export.json (the model folder "
+                             "itself lets the server run model.onnx with ONNX Runtime)")
+    export.add_argument("--format", nargs="+", choices=("torchscript", "onnx"), default=["torchscript", "onnx"])
+    export.set_defaults(run=_export)
     _add_convert(commands)
     _add_inspect(commands)
     return parser

@@ -88,3 +88,24 @@ def test_every_bad_value_is_named_at_once():
 
 def test_empty_values_mean_the_default():
     assert settings({"SAGEMAKER_BIND_TO_PORT": "", "SAGEMAKER_MODEL_SERVER_TIMEOUT": " "}).port == 8080
+
+
+def test_inference_path_and_request_batching_defaults():
+    s = settings({})
+    assert s.inference_path == "auto"
+    assert (s.batch_limit("cuda"), s.batch_limit("cpu"), s.batch_delay_ms) == (16, 1, 5.0)
+
+
+def test_inference_path_and_request_batching_are_read():
+    s = settings({"SAGEDET_INFERENCE_PATH": "TorchScript", "SAGEDET_BATCH_SIZE": "8", "SAGEDET_BATCH_DELAY_MS": "2.5"})
+    assert (s.inference_path, s.batch_limit("cpu"), s.batch_limit("cuda"), s.batch_delay_ms) == (
+        "torchscript", 8, 8, 2.5)
+
+
+def test_bad_inference_path_and_batching_values_are_named():
+    with pytest.raises(ConfigError) as error:
+        settings({"SAGEDET_INFERENCE_PATH": "tensorrt", "SAGEDET_BATCH_SIZE": "0", "SAGEDET_BATCH_DELAY_MS": "-1"})
+    message = str(error.value)
+    assert "SAGEDET_INFERENCE_PATH='tensorrt': expected one of auto, eager, torchscript, onnxruntime" in message
+    assert "SAGEDET_BATCH_SIZE='0': expected an integer from 1 to 256" in message
+    assert "SAGEDET_BATCH_DELAY_MS='-1': expected a number from 0 to 1000" in message

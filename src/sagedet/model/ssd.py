@@ -8,6 +8,7 @@ format). Class 0 of the heads is background; a detection's label is the user's c
 from __future__ import annotations
 
 import copy
+import math
 import re
 from dataclasses import dataclass
 
@@ -149,38 +150,69 @@ class SSDDetector(nn.Module):
                 self._frozen_norms.append(module)
         return names
 
-    def train(self, mode: bool = True) -> "SSDDetector":
+    def train(self, mode: bool = True) -> SSDDetector:
         super().train(mode)
         for norm in self._frozen_norms:  # a frozen layer keeps its running statistics too
             norm.eval()
         return self
 
     # --- inference -----------------------------------------------------------------------------
-    @torch.no_grad()
+    def decode(self, cls_logits: Tensor, box_codes: Tensor) -> tuple[Tensor, Tensor]:
+        """Head outputs → class scores (B, A, num_classes) without background, softmaxed in float32,
+        and boxes (B, A, 4) normalized xyxy clipped to [0, 1]. Pure tensor code with no Python
+        branch on values, so it traces into TorchScript and ONNX for any batch size."""
+        scores = F.softmax(cls_logits.float(), dim=-1)[..., 1:]
+        return scores, decode_boxes(box_codes.float(), self.anchors).clamp(0.0, 1.0)
+
     def postprocess(self, cls_logits: Tensor, box_codes: Tensor, nms_threshold: float, score_threshold: float = 0.01,
                     candidates: int = 1000, max_detections: int = 200) -> list[Detections]:
         """Softmax scores, decoded boxes, then per-class NMS for each image, best first."""
-        batch, num_anchors, _ = box_codes.shape
-        scores = F.softmax(cls_logits.float(), dim=-1)[..., 1:]
-        boxes = self.box_coder.decode_single(box_codes.float().reshape(-1, 4), self.anchors.repeat(batch, 1))
-        boxes = boxes.view(batch, num_anchors, 4).clamp(0.0, 1.0)
-        results = []
-        for image_scores, image_boxes in zip(scores, boxes):
-            flat = image_scores.flatten()
-            top_scores, top_index = flat.topk(min(candidates, flat.numel()))
-            keep = top_scores > score_threshold
-            top_scores, top_index = top_scores[keep], top_index[keep]
-            anchor_index = top_index // self.num_classes
-            labels = top_index % self.num_classes
-            candidate_boxes = image_boxes[anchor_index]
-            kept = batched_nms(candidate_boxes, top_scores, labels, nms_threshold)[:max_detections]
-            results.append(Detections(candidate_boxes[kept], top_scores[kept], labels[kept]))
-        return results
+        with torch.no_grad():
+            scores, boxes = self.decode(cls_logits, box_codes)
+        return select_detections(scores, boxes, nms_threshold, score_threshold, candidates, max_detections)
 
     @torch.no_grad()
     def detect(self, images: Tensor, nms_threshold: float, **kwargs) -> list[Detections]:
         cls_logits, box_codes = self(images)
         return self.postprocess(cls_logits, box_codes, nms_threshold, **kwargs)
+
+
+def decode_boxes(box_codes: Tensor, anchors: Tensor, weights: tuple[float, ...] = BOX_CODER_WEIGHTS) -> Tensor:
+    """SSD box codes (B, A, 4) against anchors (A, 4) xyxy → boxes (B, A, 4) xyxy: torchvision's
+    ``BoxCoder.decode_single`` (same weights, same clamp of the log sizes), broadcast over the batch
+    instead of repeating the anchors, so a traced graph keeps a free batch size."""
+    wx, wy, ww, wh = weights
+    widths = anchors[:, 2] - anchors[:, 0]
+    heights = anchors[:, 3] - anchors[:, 1]
+    center_x = anchors[:, 0] + 0.5 * widths
+    center_y = anchors[:, 1] + 0.5 * heights
+    clamp = math.log(1000.0 / 16)
+    dx, dy = box_codes[..., 0] / wx, box_codes[..., 1] / wy
+    dw = (box_codes[..., 2] / ww).clamp(max=clamp)
+    dh = (box_codes[..., 3] / wh).clamp(max=clamp)
+    pred_x, pred_y = dx * widths + center_x, dy * heights + center_y
+    half_w, half_h = 0.5 * torch.exp(dw) * widths, 0.5 * torch.exp(dh) * heights
+    return torch.stack([pred_x - half_w, pred_y - half_h, pred_x + half_w, pred_y + half_h], dim=-1)
+
+
+@torch.no_grad()
+def select_detections(scores: Tensor, boxes: Tensor, nms_threshold: float, score_threshold: float = 0.01,
+                      candidates: int = 1000, max_detections: int = 200) -> list[Detections]:
+    """Decoded scores (B, A, C) and boxes (B, A, 4) → each image's detections: the ``candidates``
+    best (anchor, class) pairs above ``score_threshold``, per-class NMS, the best ``max_detections``."""
+    num_classes = scores.shape[-1]
+    results = []
+    for image_scores, image_boxes in zip(scores, boxes):
+        flat = image_scores.flatten()
+        top_scores, top_index = flat.topk(min(candidates, flat.numel()))
+        keep = top_scores > score_threshold
+        top_scores, top_index = top_scores[keep], top_index[keep]
+        anchor_index = top_index // num_classes
+        labels = top_index % num_classes
+        candidate_boxes = image_boxes[anchor_index]
+        kept = batched_nms(candidate_boxes, top_scores, labels, nms_threshold)[:max_detections]
+        results.append(Detections(candidate_boxes[kept], top_scores[kept], labels[kept]))
+    return results
 
 
 def minimum_image_shape(base_network: str) -> int | None:

@@ -14,8 +14,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from sagedet.artifacts import ARCHIVE_SUFFIXES, find_model_dir, safe_extract_tar
 from sagedet.errors import ConfigError
+from sagedet.model.saved import model_dir_of
 from sagedet.serve.codecs import Options, ResponseForm, decode_image, encode
 from sagedet.serve.draw import draw_detections
 from sagedet.serve.errors import HTTPError
@@ -36,7 +36,7 @@ def predict_files(images: Sequence[Path], model: Path, threshold: float = 0.0, m
         raise ConfigError(f"--max-detections {max_detections}: expected an integer from 1 to {MAX_DETECTIONS_LIMIT}")
     options = Options(threshold, max_detections)
     with tempfile.TemporaryDirectory(prefix="sagedet-predict-") as work:
-        predictor = Predictor.load(_model_dir(model, Path(work)), device)
+        predictor = Predictor.load(model_dir_of(model, Path(work)), device)
     if draw_dir is not None:
         draw_dir.mkdir(parents=True, exist_ok=True)
     taken = {path.resolve() for path in images}
@@ -58,16 +58,6 @@ def predict_files(images: Sequence[Path], model: Path, threshold: float = 0.0, m
             target = _free_name(draw_dir, path.stem, taken)
             draw_detections(full.image, prediction, predictor.class_names, draw_min_score).save(target, "PNG")
     return failures
-
-
-def _model_dir(model: Path, work: Path) -> Path:
-    """A model folder, a folder holding one model.tar.gz, or the archive itself."""
-    if model.is_file() and model.name.endswith(ARCHIVE_SUFFIXES):
-        safe_extract_tar(model, work)
-        return find_model_dir(work, work / "extracted")
-    if not model.exists():
-        raise ConfigError(f"--model {model}: no such folder or model archive")
-    return find_model_dir(model, work)
 
 
 def _free_name(folder: Path, stem: str, taken: set[Path]) -> Path:

@@ -5,8 +5,12 @@ the whole RGB image resized to the model's square input side with antialiasing, 
 scaled to [0, 1]. Because the model sees the whole image squashed to a square, its normalized boxes
 are normalized coordinates of the original image as they are.
 
+The model runs by the fastest inference path the worker has (:mod:`sagedet.serve.engines`).
+
 A :class:`Predictor` serves several threads: at most ``decode_slots`` requests decode and resize
-at once, one at a time runs the model, and a request that cannot start within its wait is refused
+at once; then either one at a time runs the model, or, with request batching on
+(:mod:`sagedet.serve.batching`), waiting images go through the model together, each request
+getting its own image's detections. A request that cannot be served within its wait is refused
 with 503 (the worker stays up).
 """
 
@@ -22,11 +26,12 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
-from sagedet.artifacts import load_model
-from sagedet.errors import ConfigError, ModelError, SagedetError
-from sagedet.model.ssd import Detections, SSDDetector, build_ssd
-from sagedet.sagemaker.hyperparameters import BASE_NETWORKS
+from sagedet.errors import ConfigError
+from sagedet.model.saved import load_detector
+from sagedet.model.ssd import Detections, SSDDetector, select_detections
+from sagedet.serve.batching import Batcher
 from sagedet.serve.codecs import DecodedImage, Options, decode_image
+from sagedet.serve.engines import Engine, build_engine
 from sagedet.serve.errors import ServiceUnavailable
 
 MODEL_SCORE_FLOOR = 0.01
@@ -56,11 +61,21 @@ def resolve_device(name: str = "auto", slot: int = 0) -> torch.device:
     return torch.device(name)
 
 
+@dataclass(frozen=True)
+class Batching:
+    """Request batching: at most ``max_size`` images a batch, closed ``max_delay`` seconds after it opens."""
+
+    max_size: int
+    max_delay: float
+
+
 class Predictor:
-    def __init__(self, model: SSDDetector, metadata: dict, device: torch.device, decode_slots: int = 2):
+    def __init__(self, model: SSDDetector, metadata: dict, device: torch.device, engine: Engine | None = None,
+                 decode_slots: int = 2, batching: Batching | None = None):
         self.model = model
         self.metadata = metadata
         self.device = device
+        self.engine = engine or Engine("eager", lambda images: model.decode(*model(images)))
         self.image_shape = int(metadata["image_shape"])
         self.nms_threshold = float(metadata.get("nms_threshold", 0.45))
         num_classes = int(metadata["num_classes"])
@@ -68,38 +83,27 @@ class Predictor:
         self.class_names = names[:num_classes] + [str(i) for i in range(len(names), num_classes)]
         self._decoding = threading.BoundedSemaphore(decode_slots)
         self._model_lock = threading.Lock()
+        self.batcher: Batcher | None = None
+        if batching is not None and batching.max_size > 1:
+            self.batcher = Batcher(self._detect_batch, batching.max_size, batching.max_delay)
         self.load_seconds = 0.0
 
     @classmethod
     def load(cls, model_dir: Path, device: str = "auto", slot: int = 0, threads: int | None = None,
-             warm_up: bool = True) -> "Predictor":
-        """Read the model folder (see :mod:`sagedet.artifacts`), place it on its device, run it once."""
+             warm_up: bool = True, inference_path: str = "auto", batching: Batching | None = None,
+             decode_slots: int = 2) -> Predictor:
+        """Read the model folder (see :mod:`sagedet.artifacts`), place it on its device, pick its
+        inference path, run it once."""
         started = time.monotonic()
-        state, metadata = load_model(Path(model_dir))
-        try:
-            network, num_classes, side = (str(metadata["base_network"]), int(metadata["num_classes"]),
-                                          int(metadata["image_shape"]))
-        except (KeyError, TypeError, ValueError) as error:
-            raise ModelError(f"{Path(model_dir) / 'model.json'}: base_network, num_classes and image_shape must be "
-                             f"a name and two integers ({type(error).__name__}: {error})") from error
-        if network not in BASE_NETWORKS:
-            raise ModelError(f"{Path(model_dir) / 'model.json'}: base_network {network!r} is not one of "
-                             f"{', '.join(BASE_NETWORKS)}")
+        model, metadata = load_detector(Path(model_dir))
         target = resolve_device(device, slot)
         if threads and target.type == "cpu":
             torch.set_num_threads(threads)
-        try:
-            model = build_ssd(network, num_classes, side)
-            model.load_state_dict(state)
-        except (RuntimeError, ValueError, KeyError) as error:
-            raise ModelError(f"{model_dir}: the weights do not fit a {network} SSD with {num_classes} classes at "
-                             f"{side} px: {error}") from error
-        except SagedetError as error:
-            raise ModelError(f"{model_dir}/model.json describes a model sagedet cannot build: {error}") from error
         model.eval().to(target)
         if target.type == "cuda":
             torch.backends.cudnn.benchmark = True  # one input shape
-        predictor = cls(model, metadata, target)
+        engine = build_engine(inference_path, model, Path(model_dir), target, threads)
+        predictor = cls(model, metadata, target, engine, decode_slots, batching)
         if warm_up:
             side = predictor.image_shape
             predictor.detect(torch.zeros(1, 3, side, side, device=target), Options(0.0, 1))
@@ -107,8 +111,11 @@ class Predictor:
         return predictor
 
     def describe(self) -> str:
+        threads = f" ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else ""
+        batching = (f", request batches of up to {self.batcher.max_size} within {self.batcher.max_delay * 1000:g} ms"
+                    if self.batcher else "")
         return (f"{self.metadata['base_network']} SSD at {self.image_shape} px, {len(self.class_names)} classes, "
-                f"on {self.device}" + (f" ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else ""))
+                f"on {self.device}{threads}, {self.engine.describe()}{batching}")
 
     # --- the steps ----------------------------------------------------------------------------------
     def preprocess(self, image: Image.Image) -> torch.Tensor:
@@ -118,26 +125,40 @@ class Predictor:
         return (resized.float() / 255.0).unsqueeze(0)
 
     @torch.inference_mode()
+    def detect_many(self, images: list[torch.Tensor], options: list[Options]) -> list[Detections]:
+        """Images (1, 3, S, S) run as one batch; each image's detections with its own options, on the CPU."""
+        scores, boxes = self.engine(torch.cat(images) if len(images) > 1 else images[0])
+        results = []
+        for index, option in enumerate(options):
+            (found,) = select_detections(scores[index:index + 1], boxes[index:index + 1], self.nms_threshold,
+                                         MODEL_SCORE_FLOOR, max_detections=option.max_detections)
+            keep = found.scores >= option.threshold
+            results.append(Detections(found.boxes[keep].cpu(), found.scores[keep].cpu(), found.labels[keep].cpu()))
+        return results
+
     def detect(self, batch: torch.Tensor, options: Options) -> Detections:
-        detections = self.model.detect(batch, self.nms_threshold, score_threshold=MODEL_SCORE_FLOOR,
-                                       max_detections=options.max_detections)[0]
-        keep = detections.scores >= options.threshold
-        return Detections(detections.boxes[keep].cpu(), detections.scores[keep].cpu(), detections.labels[keep].cpu())
+        return self.detect_many([batch], [options])[0]
+
+    def _detect_batch(self, requests: list[tuple[torch.Tensor, Options]]) -> list[Detections]:
+        return self.detect_many([image for image, _ in requests], [option for _, option in requests])
 
     def predict(self, decoded: DecodedImage, options: Options) -> Prediction:
         """One decoded image, in the calling thread (``sagedet predict``)."""
         return _prediction(decoded, self.detect(self.preprocess(decoded.image), options))
 
     def predict_bytes(self, data: bytes, options: Options, max_pixels: int, wait: float) -> Prediction:
-        """One request body, from any thread: decode (a few at once), then the model (one at a time).
+        """One request body, from any thread: decode (a few at once), then the model (one at a time,
+        or in a batch with other requests' images).
 
         Raises BadRequest for bytes that are not a usable image and ServiceUnavailable when the
-        request cannot start a step within ``wait`` seconds of arriving.
+        request cannot be served within ``wait`` seconds of arriving.
         """
         deadline = time.monotonic() + wait
         with _slot(self._decoding, deadline, "decode"):
             decoded = decode_image(data, max_pixels, self.image_shape)
             batch = self.preprocess(decoded.image)
+        if self.batcher is not None:
+            return _prediction(decoded, self.batcher.submit((batch, options), deadline))
         with _slot(self._model_lock, deadline, "run the model on"):
             detections = self.detect(batch, options)
         return _prediction(decoded, detections)

@@ -34,6 +34,14 @@ SAGEDET_DEVICE                      auto (default: CUDA when present, worker i o
                                     cpu, cuda or cuda:N
 SAGEDET_TORCH_THREADS               torch intra-op threads per worker, 1 to 256 (default: the
                                     usable CPUs divided between the workers, at least 1)
+SAGEDET_INFERENCE_PATH              auto (default: the fastest path measured when the worker
+                                    starts), eager, torchscript or onnxruntime (see
+                                    sagedet.serve.engines)
+SAGEDET_BATCH_SIZE                  most images one model call takes from concurrent requests
+                                    (request batching), 1 to 256; 1 turns batching off (default:
+                                    16 on CUDA, 1 on the CPU)
+SAGEDET_BATCH_DELAY_MS              longest a batch waits for more images after its first, 0 to
+                                    1000 ms (default 5)
 SAGEDET_OPT_ML                      the /opt/ml root (the model is read from <root>/model)
 =================================== ============================================================
 
@@ -65,10 +73,15 @@ MAX_DETECTIONS = "SAGEDET_MAX_DETECTIONS"
 MAX_IMAGE_PIXELS = "SAGEDET_MAX_IMAGE_PIXELS"
 DEVICE = "SAGEDET_DEVICE"
 TORCH_THREADS = "SAGEDET_TORCH_THREADS"
+INFERENCE_PATH = "SAGEDET_INFERENCE_PATH"
+BATCH_SIZE = "SAGEDET_BATCH_SIZE"
+BATCH_DELAY = "SAGEDET_BATCH_DELAY_MS"
 
 DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
 MAX_DETECTIONS_LIMIT = 1000
 """The model keeps at most 1000 candidates per image before NMS (``SSDDetector.postprocess``)."""
+GPU_BATCH_SIZE = 16
+"""Default request batch on CUDA: the requests one gunicorn worker holds at once (its threads)."""
 CPU_WORKERS_CAP = 8
 """Past 8 CPU workers, more threads per worker serve as well with less memory."""
 
@@ -91,6 +104,9 @@ class ServeSettings:
     batch_strategy: str | None = None
     max_concurrent_transforms: int | None = None
     threads_per_worker: int | None = None
+    inference_path: str = "auto"
+    batch_size: int | None = None
+    batch_delay_ms: float = 5.0
 
     @property
     def max_payload_bytes(self) -> int | None:
@@ -103,6 +119,12 @@ class ServeSettings:
         if self.threads_per_worker is not None:
             return self.threads_per_worker
         return max(1, (cpus or usable_cpus()) // self.workers)
+
+    def batch_limit(self, device_type: str) -> int:
+        """Most images a model call takes: SAGEDET_BATCH_SIZE, else 16 on CUDA and 1 (off) on the CPU."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return GPU_BATCH_SIZE if device_type == "cuda" else 1
 
     def execution_parameters(self) -> dict:
         """The answer to ``GET /execution-parameters`` (batch transform): one image per request, as
@@ -151,6 +173,9 @@ def load_settings(environ: Mapping[str, str] | None = None, gpus: Callable[[], i
         batch_strategy=reader.read(BATCH_STRATEGY, None, _strategy),
         max_concurrent_transforms=reader.read(MAX_CONCURRENT_TRANSFORMS, None, _integer(1, None)),
         threads_per_worker=reader.read(TORCH_THREADS, None, _integer(1, 256)),
+        inference_path=reader.read(INFERENCE_PATH, "auto", _choice("auto", "eager", "torchscript", "onnxruntime")),
+        batch_size=reader.read(BATCH_SIZE, None, _integer(1, 256)),
+        batch_delay_ms=reader.read(BATCH_DELAY, 5.0, _number(0.0, 1000.0)),
     )
     if reader.problems:
         raise ConfigError("invalid inference server environment:\n  " + "\n  ".join(reader.problems))
@@ -213,6 +238,14 @@ def _strategy(raw: str) -> str:
     if value not in ("SINGLE_RECORD", "MULTI_RECORD"):
         raise ValueError("expected SINGLE_RECORD or MULTI_RECORD")
     return value
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw.lower() not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}")
+        return raw.lower()
+    return parse
 
 
 def _device(raw: str) -> str:

@@ -22,14 +22,19 @@ def load() -> Flask:
     from gunicorn.errors import AppImportError
 
     from sagedet.serve.app import create_app
-    from sagedet.serve.predictor import Predictor
+    from sagedet.serve.predictor import Batching, Predictor, resolve_device
     from sagedet.serve.settings import load_settings
 
     log = logging.getLogger("gunicorn.error")
     try:
         settings = load_settings()
-        predictor = Predictor.load(settings.model_dir, settings.device, int(os.environ.get(WORKER_SLOT, "0")),
-                                   settings.torch_threads())
+        slot = int(os.environ.get(WORKER_SLOT, "0"))
+        device = resolve_device(settings.device, slot)
+        batching = Batching(settings.batch_limit(device.type), settings.batch_delay_ms / 1000)
+        decode_slots = max(2, settings.torch_threads()) if device.type == "cuda" else 2
+        predictor = Predictor.load(settings.model_dir, settings.device, slot, settings.torch_threads(),
+                                   inference_path=settings.inference_path, batching=batching,
+                                   decode_slots=decode_slots)
     except SagedetError as error:
         raise AppImportError(f"sagedet serve: cannot load the model: {error}") from error
     log.info("sagedet worker %d: %s loaded from %s in %.1f s", os.getpid(), predictor.describe(),

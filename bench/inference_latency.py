@@ -1,0 +1,157 @@
+"""Single-image CPU inference latency of each inference path sagedet has, next to torchvision's eager SSD.
+
+For each base network at one image size, one S×S image already decoded and resized (the same
+pre-processing for every path, so it is left out), each path timed over ``--iterations`` calls
+after ``--warmup`` calls, median and mean in milliseconds:
+
+- **torchvision eager**: torchvision's ``SSD`` in eval mode on a list of one image (its transform,
+  model, per-class NMS), the peer of ``bench/train_throughput.py`` (``ssd300_vgg16`` for vgg-16
+  below 512 pixels, else torchvision's SSD class around a copy of our base network and head, with
+  our parameter and default-box counts), same classes;
+- **sagedet eager**: ``SSDDetector`` forward + decode + ``select_detections`` (NMS), contiguous
+  (NCHW) and channels-last;
+- **sagedet TorchScript**: the exported graph traced and frozen, and traced and
+  ``torch.jit.optimize_for_inference`` (oneDNN), then the same NMS;
+- **sagedet ONNX Runtime**: the graph exported by ``sagedet export`` (dynamo exporter, opset 18)
+  run by ONNX Runtime's CPU provider with ORT_ENABLE_ALL, then the same NMS.
+
+The weights are random, batch normalization statistics included, so that scores vary as a trained
+model's do (an untrained network's outputs are all but constant, which would make NMS trivial).
+Each path's outputs are checked against eager (largest score and box difference printed). The
+ratio column is the path's median over torchvision's median from the same run. The output is
+markdown; progress goes to stderr.
+
+    python bench/inference_latency.py [--networks vgg-16 resnet-50 mobilenet-v3] [--image-shape 300]
+        [--num-classes 20] [--iterations 20] [--warmup 3] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from machine import run_lines
+from torch import nn
+from train_throughput import torchvision_peer
+
+from sagedet.export import onnx as onnx_export
+from sagedet.export import torchscript
+from sagedet.model.ssd import SSDDetector, build_ssd, select_detections
+from sagedet.sagemaker.hyperparameters import BASE_NETWORKS
+
+NMS_THRESHOLD = 0.45
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random batch-normalization statistics and affine parameters, so that outputs vary."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                n = module.num_features
+                module.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
+                module.running_var.copy_(0.5 + torch.rand(n, generator=generator))
+                module.weight.copy_(0.5 + torch.rand(n, generator=generator))
+                module.bias.copy_(0.1 * torch.randn(n, generator=generator))
+    return model
+
+
+def timed(call: Callable[[], object], iterations: int, warmup: int) -> tuple[float, float]:
+    for _ in range(warmup):
+        call()
+    seconds = []
+    for _ in range(iterations):
+        started = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds) * 1000, statistics.fmean(seconds) * 1000
+
+
+def paths(model: SSDDetector, onnx_file: Path, threads: int) -> dict[str, Callable[[torch.Tensor], tuple]]:
+    """name → a function from an image batch to (scores, boxes), each one of sagedet's paths."""
+    cpu = torch.device("cpu")
+    channels_last = torchscript.trace(model, cpu, channels_last=True)
+
+    def eager(images):
+        return model.decode(*model(images))
+
+    def eager_channels_last(images):
+        return model.decode(*model(images.contiguous(memory_format=torch.channels_last)))
+
+    frozen = torchscript.trace(model, cpu)
+    optimized = torchscript.trace(model, cpu, optimize_for_cpu=True)
+    runtime = onnx_export.OnnxRuntimeGraph(onnx_file, threads)
+    del channels_last
+    return {
+        "sagedet eager (NCHW)": eager,
+        "sagedet eager (channels-last)": eager_channels_last,
+        "sagedet TorchScript frozen": frozen,
+        "sagedet TorchScript optimize_for_inference": optimized,
+        "sagedet ONNX Runtime": runtime,
+    }
+
+
+def measure(network: str, args: argparse.Namespace, tmp: Path) -> list[list[str]]:
+    torch.manual_seed(0)
+    model = randomize(build_ssd(network, args.num_classes, args.image_shape)).eval()
+    peer, peer_name = torchvision_peer(network, model)
+    peer = randomize(peer).eval()
+    image = torch.rand(1, 3, args.image_shape, args.image_shape, generator=torch.Generator().manual_seed(1))
+    log(f"{network}: exporting ONNX")
+    onnx_file = onnx_export.save(model, tmp / f"{network}.onnx")
+    model.cpu().eval()
+    rows = []
+    with torch.inference_mode():
+        log(f"{network}: torchvision {peer_name}")
+        peer_ms, peer_mean = timed(lambda: peer([image[0]]), args.iterations, args.warmup)
+        rows.append([network, f"torchvision eager ({peer_name})", f"{peer_ms:.1f}", f"{peer_mean:.1f}", "1.00", ""])
+        reference = model.decode(*model(image))
+        for name, run in paths(model, onnx_file, torch.get_num_threads()).items():
+            log(f"{network}: {name}")
+            scores, boxes = run(image)
+            difference = max((scores - reference[0]).abs().max().item(), (boxes - reference[1]).abs().max().item())
+
+            def call(run=run):
+                select_detections(*run(image), NMS_THRESHOLD)
+
+            ms, mean = timed(call, args.iterations, args.warmup)
+            rows.append([network, name, f"{ms:.1f}", f"{mean:.1f}", f"{ms / peer_ms:.2f}", f"{difference:.1e}"])
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--networks", nargs="+", choices=BASE_NETWORKS, default=list(BASE_NETWORKS))
+    parser.add_argument("--image-shape", type=int, default=300)
+    parser.add_argument("--num-classes", type=int, default=20)
+    parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="sagedet-latency-") as tmp:
+        rows = [row for network in args.networks for row in measure(network, args, Path(tmp))]
+    print("\n".join([
+        "### Single-image CPU inference latency", "", *run_lines(),
+        f"- {torch.get_num_threads()} torch threads; image {args.image_shape}x{args.image_shape}, "
+        f"{args.num_classes} classes; {args.warmup} warm-up calls, {args.iterations} timed", "",
+        "| network | path | median ms | mean ms | ratio to torchvision | largest difference from eager |",
+        "|---|---|---|---|---|---|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

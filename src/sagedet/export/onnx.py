@@ -1,0 +1,68 @@
+"""ONNX: the :class:`~sagedet.export.graph.DetectionGraph` exported with torch's dynamo exporter
+(free batch size), and an ONNX Runtime session that runs it on tensors."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+
+from sagedet.errors import SagedetError
+from sagedet.export.graph import INPUT_NAMES, OUTPUT_NAMES, DetectionGraph
+from sagedet.model.ssd import SSDDetector
+
+OPSET = 18
+MAX_BATCH = 1024
+
+
+def _require(module: str, extra: str = "export"):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise SagedetError(f"{module} is not installed: pip install 'sagedet[{extra}]' (or pip install {module}) "
+                           f"to use ONNX") from error
+
+
+def save(model: SSDDetector, path: Path) -> Path:
+    """Write ``path`` (ONNX opset 18, weights inside the file) from the model on the CPU."""
+    _require("onnxscript")
+    graph = DetectionGraph(model.cpu()).eval()
+    example = torch.rand(2, 3, model.image_shape, model.image_shape)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(graph, (example,), input_names=INPUT_NAMES, output_names=OUTPUT_NAMES,
+                                        dynamic_shapes={"images": {0: batch}}, opset_version=OPSET, dynamo=True,
+                                        external_data=False, verbose=False)
+    finally:
+        quiet.setLevel(level)
+    program.save(str(path), external_data=False)
+    return path
+
+
+class OnnxRuntimeGraph:
+    """An ONNX Runtime CPU session over an exported file, called like the TorchScript graph."""
+
+    def __init__(self, path: Path, threads: int | None = None):
+        ort = _require("onnxruntime", extra="onnxruntime")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own exception types
+            raise SagedetError(f"{path}: ONNX Runtime cannot load it: {error}") from error
+
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores, boxes = self.session.run(OUTPUT_NAMES, {INPUT_NAMES[0]: images.detach().cpu().contiguous().numpy()})
+        return torch.from_numpy(scores), torch.from_numpy(boxes)

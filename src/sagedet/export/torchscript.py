@@ -1,0 +1,35 @@
+"""TorchScript: the :class:`~sagedet.export.graph.DetectionGraph` traced, then frozen (weights and
+buffers folded in as constants, batch normalization folded into the convolutions)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+
+from sagedet.export.graph import DetectionGraph
+from sagedet.model.ssd import SSDDetector
+
+
+def trace(model: SSDDetector, device: torch.device, channels_last: bool = False,
+          optimize_for_cpu: bool = False) -> torch.jit.ScriptModule:
+    """The model's graph traced on ``device`` with a batch of two and frozen. ``optimize_for_cpu``
+    also applies ``torch.jit.optimize_for_inference`` (oneDNN convolutions; CPU only, the result
+    is tied to this machine's torch, so it is never saved)."""
+    graph = DetectionGraph(copy.deepcopy(model)).eval().to(device)  # .to() would change the caller's model
+    example = torch.rand(2, 3, model.image_shape, model.image_shape, device=device)
+    if channels_last:
+        graph = graph.to(memory_format=torch.channels_last)
+        example = example.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        traced = torch.jit.trace(graph, example, check_trace=False)
+        if optimize_for_cpu:
+            return torch.jit.optimize_for_inference(traced)
+        return torch.jit.freeze(traced)
+
+
+def save(model: SSDDetector, path: Path) -> Path:
+    """Write the frozen CPU graph; ``torch.jit.load(path, map_location=...)`` runs it anywhere."""
+    trace(model.cpu(), torch.device("cpu")).save(str(path))
+    return path

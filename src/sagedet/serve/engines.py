@@ -1,0 +1,154 @@
+"""The inference paths a worker can run its model by, and the choice of the fastest.
+
+Every path maps a batch of images (B, 3, S, S), float in [0, 1] on the model's device, to the
+exported graph's outputs (:mod:`sagedet.export.graph`): scores (B, A, C) and normalized boxes
+(B, A, 4); NMS follows on the same device (:func:`sagedet.model.ssd.select_detections`).
+
+=============== ==================================================================================
+eager           the PyTorch model as trained; on CUDA in channels-last under bf16 (else fp16)
+                autocast
+torchscript     the graph traced and frozen (batch normalization folded into the convolutions),
+                in channels-last; on CUDA traced under the same autocast
+onnxruntime     ``model.onnx`` from the model folder (written there by ``sagedet export``), run by
+                ONNX Runtime's CPU provider; CPU only, and only when onnxruntime is installed
+=============== ==================================================================================
+
+``SAGEDET_INFERENCE_PATH=auto`` (the default) builds every path the worker has and keeps the
+fastest: each runs a one-image batch ``PROBE_ROUNDS`` times, the paths taking turns, after one
+untimed call each; the lowest median wins. On this project's 2-core CPU the frozen channels-last
+graph wins for every base network (docs/benchmarks.md); measuring at start keeps the choice right
+on other hardware.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from sagedet.errors import ConfigError
+from sagedet.model.ssd import SSDDetector
+
+PATHS = ("eager", "torchscript", "onnxruntime")
+ONNX_FILE = "model.onnx"
+PROBE_ROUNDS = 5
+
+Graph = Callable[[Tensor], tuple[Tensor, Tensor]]
+
+
+@dataclass
+class Engine:
+    """The path a worker runs, and what was measured when it was chosen (ms per image by path)."""
+
+    name: str
+    run: Graph
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def __call__(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        return self.run(images)
+
+    def describe(self) -> str:
+        measured = ", ".join(f"{name} {ms:.1f} ms" for name, ms in self.timings.items())
+        return f"{self.name} path" + (f" (measured per image: {measured})" if measured else "")
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _autocast(device: torch.device):
+    dtype = amp_dtype(device)
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def eager_path(model: SSDDetector, device: torch.device) -> Graph:
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+
+    def run(images: Tensor) -> tuple[Tensor, Tensor]:
+        with _autocast(device):
+            cls_logits, box_codes = model(images.contiguous(memory_format=torch.channels_last)
+                                          if device.type == "cuda" else images)
+        return model.decode(cls_logits, box_codes)
+    return run
+
+
+def torchscript_path(model: SSDDetector, device: torch.device) -> Graph:
+    from sagedet.export import torchscript
+
+    with _autocast(device), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch marks TorchScript deprecated; it is still the fastest here
+        graph = torchscript.trace(model, device, channels_last=True)
+
+    def run(images: Tensor) -> tuple[Tensor, Tensor]:
+        scores, boxes = graph(images.contiguous(memory_format=torch.channels_last))
+        return scores.float(), boxes.float()
+    return run
+
+
+def onnxruntime_path(model_dir: Path, threads: int | None) -> Graph:
+    from sagedet.export.onnx import OnnxRuntimeGraph
+
+    return OnnxRuntimeGraph(model_dir / ONNX_FILE, threads)
+
+
+def available_paths(model_dir: Path, device: torch.device) -> list[str]:
+    """The paths this worker can build: onnxruntime needs the CPU, model.onnx and the package."""
+    names = ["eager", "torchscript"]
+    if device.type == "cpu" and (model_dir / ONNX_FILE).is_file():
+        try:
+            import onnxruntime  # noqa: F401
+            names.append("onnxruntime")
+        except ImportError:
+            pass
+    return names
+
+
+def build_engine(choice: str, model: SSDDetector, model_dir: Path, device: torch.device,
+                 threads: int | None = None) -> Engine:
+    """The path ``choice`` names, or with ``auto`` the fastest path measured here."""
+    names = available_paths(model_dir, device)
+    if choice != "auto" and choice not in names:
+        why = {"onnxruntime": f"it needs the CPU, {model_dir / ONNX_FILE} (sagedet export --format onnx --output "
+                              f"{model_dir}) and the onnxruntime package"}.get(choice, "unknown path")
+        raise ConfigError(f"SAGEDET_INFERENCE_PATH={choice}: not available in this worker: {why}; "
+                          f"available: auto, {', '.join(names)}")
+    builders: dict[str, Callable[[], Graph]] = {
+        "eager": lambda: eager_path(model, device),
+        "torchscript": lambda: torchscript_path(model, device),
+        "onnxruntime": lambda: onnxruntime_path(model_dir, threads),
+    }
+    if choice != "auto":
+        return Engine(choice, builders[choice]())
+    graphs = {name: builders[name]() for name in names}
+    timings = measure(graphs, model.image_shape, device)
+    best = min(timings, key=timings.get)
+    return Engine(best, graphs[best], timings)
+
+
+@torch.inference_mode()
+def measure(graphs: dict[str, Graph], image_shape: int, device: torch.device,
+            rounds: int = PROBE_ROUNDS) -> dict[str, float]:
+    """Median milliseconds of each graph on one image, the graphs taking turns."""
+    image = torch.rand(1, 3, image_shape, image_shape, generator=torch.Generator().manual_seed(0)).to(device)
+    seconds: dict[str, list[float]] = {name: [] for name in graphs}
+    for name, graph in graphs.items():
+        graph(image)  # untimed: first calls allocate, tune and (TorchScript) optimize
+    for _ in range(rounds):
+        for name, graph in graphs.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            started = time.perf_counter()
+            scores, _ = graph(image)
+            scores.sum().item()  # waits for the device
+            seconds[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) * 1000 for name, values in seconds.items()}

@@ -1,0 +1,137 @@
+"""``sagedet export``: TorchScript and ONNX files whose outputs and detections match eager PyTorch."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from sagedet.artifacts import save_model
+from sagedet.cli import main
+from sagedet.export.onnx import OnnxRuntimeGraph
+from sagedet.export.writer import TOLERANCE
+from sagedet.model.saved import load_detector
+from sagedet.model.ssd import build_ssd, select_detections
+from sagedet.serve.predictor import Predictor
+
+CLASS_NAMES = ["rectangle", "ellipse", "triangle"]
+
+
+def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random convolutions and batch-norm statistics: an untrained network's outputs are all but
+    constant, which would let a wrong graph pass."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d):
+                fan_in = module.weight[0].numel()
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * (2 / fan_in) ** 0.5)
+            elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+                n = module.num_features
+                module.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
+                module.running_var.copy_(0.5 + torch.rand(n, generator=generator))
+    return model
+
+
+def write_model(model_dir: Path, network: str, image_shape: int) -> None:
+    model = randomize(build_ssd(network, len(CLASS_NAMES), image_shape))
+    save_model(model_dir, model.state_dict(), {"base_network": network, "num_classes": len(CLASS_NAMES),
+                                               "image_shape": image_shape, "nms_threshold": 0.45,
+                                               "class_names": CLASS_NAMES})
+
+
+def photos(count: int, side: int) -> torch.Tensor:
+    """Real pixels: coloured rectangles on gradients, resized as the server resizes them."""
+    predictor_images = []
+    rng = np.random.default_rng(3)
+    for _ in range(count):
+        pixels = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
+        pixels[20:60, 30:90] = rng.integers(0, 256, 3, dtype=np.uint8)
+        image = Image.fromarray(pixels, "RGB").resize((side, side))
+        predictor_images.append(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float() / 255)
+    return torch.stack(predictor_images)
+
+
+@pytest.fixture(scope="module", params=[("mobilenet-v3", 160)], ids=["mobilenet-v3"])
+def exported(request, tmp_path_factory):
+    network, side = request.param
+    root = tmp_path_factory.mktemp(f"export-{network}")
+    write_model(root / "model", network, side)
+    assert main(["export", "--model", str(root / "model"), "--output", str(root / "out")]) == 0
+    return root
+
+
+def test_export_writes_both_graphs_and_a_manifest(exported: Path):
+    out = exported / "out"
+    manifest = json.loads((out / "export.json").read_text())
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.onnx", "model.torchscript.pt"]
+    assert manifest["class_names"] == CLASS_NAMES and manifest["image_shape"] == 160
+    assert manifest["outputs"]["scores"]["shape"][2] == len(CLASS_NAMES)
+    for entry in manifest["files"].values():
+        assert entry["largest_difference_from_eager"] <= TOLERANCE
+
+
+@pytest.mark.parametrize("form", ["torchscript", "onnx"])
+def test_exported_graph_matches_eager_outputs_and_detections(exported: Path, form: str):
+    model, metadata = load_detector(exported / "model")
+    graph = (torch.jit.load(str(exported / "out" / "model.torchscript.pt")) if form == "torchscript"
+             else OnnxRuntimeGraph(exported / "out" / "model.onnx"))
+    images = photos(5, 160)  # a batch size the export never saw (it traces with 2)
+    with torch.inference_mode():
+        scores, boxes = model.decode(*model(images))
+        found_scores, found_boxes = graph(images)
+    assert found_scores.shape == scores.shape and found_boxes.shape == boxes.shape
+    assert scores.std() > 1e-3  # the outputs vary: a constant graph could not pass
+    torch.testing.assert_close(found_scores, scores, atol=TOLERANCE, rtol=0)
+    torch.testing.assert_close(found_boxes, boxes, atol=TOLERANCE, rtol=0)
+    expected = select_detections(scores, boxes, metadata["nms_threshold"])
+    found = select_detections(found_scores, found_boxes, metadata["nms_threshold"])
+    for want, got in zip(expected, found):
+        top = min(20, len(want.scores))
+        assert top > 0
+        assert got.labels[:top].tolist() == want.labels[:top].tolist()
+        torch.testing.assert_close(got.boxes[:top], want.boxes[:top], atol=TOLERANCE, rtol=0)
+        torch.testing.assert_close(got.scores[:top], want.scores[:top], atol=TOLERANCE, rtol=0)
+
+
+def test_server_runs_an_exported_onnx_file_from_the_model_folder(exported: Path, tmp_path: Path):
+    model_dir = tmp_path / "model"
+    write_model(model_dir, "mobilenet-v3", 160)
+    (model_dir / "model.onnx").write_bytes((exported / "out" / "model.onnx").read_bytes())
+    predictor = Predictor.load(model_dir, "cpu", inference_path="onnxruntime")
+    eager = Predictor.load(model_dir, "cpu", inference_path="eager")
+    assert predictor.engine.name == "onnxruntime"
+    image = photos(1, 160)
+    from sagedet.serve.codecs import Options
+    options = Options(0.0, 50)
+    got, want = predictor.detect(image, options), eager.detect(image, options)
+    assert got.labels.tolist() == want.labels.tolist()
+    torch.testing.assert_close(got.boxes, want.boxes, atol=TOLERANCE, rtol=0)
+
+
+def test_export_reads_a_model_archive(tmp_path: Path, capsys):
+    write_model(tmp_path / "model", "mobilenet-v3", 64)
+    with tarfile.open(tmp_path / "model.tar.gz", "w:gz") as archive:
+        for file in (tmp_path / "model").iterdir():
+            archive.add(file, arcname=file.name)
+    assert main(["export", "--model", str(tmp_path / "model.tar.gz"), "--output", str(tmp_path / "out"),
+                 "--format", "torchscript"]) == 0
+    assert (tmp_path / "out" / "model.torchscript.pt").is_file() and not (tmp_path / "out" / "model.onnx").exists()
+    assert "model.torchscript.pt: torchscript, largest difference from eager" in capsys.readouterr().out
+
+
+def test_export_of_a_missing_model_names_it(tmp_path: Path, capsys):
+    assert main(["export", "--model", str(tmp_path / "nothing"), "--output", str(tmp_path / "out")]) == 1
+    assert f"--model {tmp_path / 'nothing'}: no such folder or model archive" in capsys.readouterr().err
+
+
+def test_export_of_a_folder_without_a_model_says_what_it_needs(tmp_path: Path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["export", "--model", str(tmp_path / "empty"), "--output", str(tmp_path / "out")]) == 1
+    assert "model.json and model.safetensors" in capsys.readouterr().err

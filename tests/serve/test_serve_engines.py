@@ -1,0 +1,52 @@
+"""The worker's inference paths: each matches eager PyTorch; ``auto`` measures them and keeps the fastest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from serve_harness import one_torch_thread, write_model  # noqa: F401
+
+from sagedet.errors import ConfigError
+from sagedet.export.writer import TOLERANCE
+from sagedet.model.saved import load_detector
+from sagedet.serve.engines import available_paths, build_engine
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("engines")
+    write_model(root / "model", image_shape=96)
+    return root / "model"
+
+
+@pytest.mark.parametrize("path", ["eager", "torchscript"])
+def test_each_path_gives_the_eager_outputs_for_any_batch(model_dir: Path, path: str):
+    model, _ = load_detector(model_dir)
+    engine = build_engine(path, model, model_dir, CPU)
+    images = torch.rand(3, 3, 96, 96, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        want = model.decode(*model(images))
+        got = engine(images)
+    assert engine.name == path and want[0].std() > 1e-3
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=TOLERANCE, rtol=0)
+
+
+def test_auto_measures_every_available_path_and_keeps_the_fastest(model_dir: Path):
+    model, _ = load_detector(model_dir)
+    engine = build_engine("auto", model, model_dir, CPU)
+    assert set(engine.timings) == {"eager", "torchscript"} == set(available_paths(model_dir, CPU))
+    assert all(ms > 0 for ms in engine.timings.values())
+    assert engine.timings[engine.name] == min(engine.timings.values())
+    assert engine.describe().startswith(f"{engine.name} path (measured per image: eager ")
+
+
+def test_onnxruntime_without_an_exported_file_is_refused_with_the_way_to_make_one(model_dir: Path):
+    model, _ = load_detector(model_dir)
+    with pytest.raises(ConfigError, match=r"SAGEDET_INFERENCE_PATH=onnxruntime: not available .*sagedet export "
+                                          r"--format onnx --output .*available: auto, eager, torchscript"):
+        build_engine("onnxruntime", model, model_dir, CPU)

@@ -10,10 +10,12 @@ after ``--warmup`` calls, median and mean in milliseconds:
   our parameter and default-box counts), same classes;
 - **sagedet eager**: ``SSDDetector`` forward + decode + ``select_detections`` (NMS), contiguous
   (NCHW) and channels-last;
-- **sagedet TorchScript**: the exported graph traced and frozen, and traced and
-  ``torch.jit.optimize_for_inference`` (oneDNN), then the same NMS;
-- **sagedet ONNX Runtime**: the graph exported by ``sagedet export`` (dynamo exporter, opset 18)
-  run by ONNX Runtime's CPU provider with ORT_ENABLE_ALL, then the same NMS.
+- **sagedet TorchScript**: the exported graph traced and frozen, in NCHW and in channels-last (the
+  server's ``torchscript`` path), and traced and ``torch.jit.optimize_for_inference`` (oneDNN),
+  then the same NMS;
+- **sagedet ONNX Runtime**: ONNX Runtime's CPU provider with ORT_ENABLE_ALL, then the same NMS,
+  on the graph a worker exports in memory when it starts (torch's TorchScript-based exporter) and
+  on the file ``sagedet export`` writes (dynamo exporter, opset 18).
 
 The weights are random, batch normalization statistics included, so that scores vary as a trained
 model's do (an untrained network's outputs are all but constant, which would make NMS trivial).
@@ -80,7 +82,6 @@ def timed(call: Callable[[], object], iterations: int, warmup: int) -> tuple[flo
 def paths(model: SSDDetector, onnx_file: Path, threads: int) -> dict[str, Callable[[torch.Tensor], tuple]]:
     """name → a function from an image batch to (scores, boxes), each one of sagedet's paths."""
     cpu = torch.device("cpu")
-    channels_last = torchscript.trace(model, cpu, channels_last=True)
 
     def eager(images):
         return model.decode(*model(images))
@@ -89,15 +90,19 @@ def paths(model: SSDDetector, onnx_file: Path, threads: int) -> dict[str, Callab
         return model.decode(*model(images.contiguous(memory_format=torch.channels_last)))
 
     frozen = torchscript.trace(model, cpu)
+    frozen_channels_last = torchscript.trace(model, cpu, channels_last=True)
     optimized = torchscript.trace(model, cpu, optimize_for_cpu=True)
     runtime = onnx_export.OnnxRuntimeGraph(onnx_file, threads)
-    del channels_last
+    in_memory = onnx_export.OnnxRuntimeGraph(onnx_export.to_bytes(model), threads)
     return {
         "sagedet eager (NCHW)": eager,
         "sagedet eager (channels-last)": eager_channels_last,
-        "sagedet TorchScript frozen": frozen,
+        "sagedet TorchScript frozen (NCHW)": frozen,
+        "sagedet TorchScript frozen, channels-last (the server's torchscript path)":
+            lambda images: frozen_channels_last(images.contiguous(memory_format=torch.channels_last)),
         "sagedet TorchScript optimize_for_inference": optimized,
-        "sagedet ONNX Runtime": runtime,
+        "sagedet ONNX Runtime, graph exported in memory (the server's onnxruntime path)": in_memory,
+        "sagedet ONNX Runtime, model.onnx from sagedet export": runtime,
     }
 
 

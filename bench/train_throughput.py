@@ -1,6 +1,6 @@
 """Training-step throughput (images/s) of sagedet's SSD, next to torchvision's SSD on the same network.
 
-For each base network, three figures at one image size and batch size:
+For each base network and image size (default 300 and 512), at one batch size:
 
 - **ours**: one training step of :class:`~sagedet.model.ssd.SSDDetector` (forward, ``model.loss``,
   backward, SGD step) on fixed random batches (random images, 1-3 random boxes each, padded with
@@ -15,13 +15,17 @@ For each base network, three figures at one image size and batch size:
   network than ours. Either way the peer has our parameter and default-box counts (checked), so
   it differs from ours only in torchvision's transform, matching and loss.
 - **ours with data loading**: our step fed by a DataLoader over a generated image+JSON set
-  (VOC-sized JPEGs) with the job's training augmentation and collate, as a training epoch runs.
+  (VOC-sized JPEGs) with the job's training augmentation and collate, as a training epoch runs,
+  and the share of that run's time spent waiting for the next batch.
 
-Steps are timed with ``time.perf_counter()`` after the warm-up steps (CUDA synchronized). On CUDA
-both models train as the job's Trainer does: channels_last, bf16 (else fp16) autocast, fused SGD.
-The output is markdown, to paste into docs/benchmarks.md; progress goes to stderr.
+Both models train as the job's Trainer trains: on CUDA channels-last, bf16 (else fp16) autocast,
+fused SGD; on the CPU in fp32, ours channels-last where the base network trains faster so
+(``BaseNetwork.cpu_channels_last``: mobilenet-v3, resnet-50), torchvision's as torchvision runs
+(NCHW).
 
-    python bench/train_throughput.py [--networks vgg-16 resnet-50 mobilenet-v3] [--image-shape 300]
+Steps are timed with ``time.perf_counter()`` after the warm-up steps (CUDA synchronized). The output is markdown, to paste into docs/benchmarks.md; progress goes to stderr.
+
+    python bench/train_throughput.py [--networks vgg-16 resnet-50 mobilenet-v3] [--image-shapes 300 512]
         [--batch-size 8] [--steps 10] [--warmup 3] [--device cpu] [--threads N] [--workers N]
 """
 
@@ -161,7 +165,8 @@ class Stepper:
     def __init__(self, model: nn.Module, device: torch.device):
         runtime = Runtime(device)
         self.model = model.to(device)
-        if runtime.cuda:
+        self.channels_last = runtime.cuda or getattr(model, "cpu_channels_last", False)  # as the Trainer
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.model.train()
         self.amp_dtype = runtime.amp_dtype
@@ -206,18 +211,24 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
 
 
 def images_per_second(step: Callable[[Any], None], inputs: Iterator[Any], batch_size: int, warmup: int, steps: int,
-                      device: torch.device) -> float:
-    """Run ``warmup`` untimed steps, then time ``steps`` steps; inputs are fetched inside the timing."""
+                      device: torch.device) -> tuple[float, float]:
+    """Run ``warmup`` untimed steps, then time ``steps`` steps; inputs are fetched inside the timing.
+    Returns images/s and the share of the time spent waiting for the next batch."""
     for _ in range(warmup):
         step(next(inputs))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     started = time.perf_counter()
+    waiting = 0.0
     for _ in range(steps):
-        step(next(inputs))
+        asked = time.perf_counter()
+        batch = next(inputs)
+        waiting += time.perf_counter() - asked
+        step(batch)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return steps * batch_size / (time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    return steps * batch_size / elapsed, waiting / elapsed
 
 
 def loader_inputs(dataset: DetectionDataset, batch_size: int, workers: int, device: torch.device) -> Iterator[Batch]:
@@ -228,37 +239,39 @@ def loader_inputs(dataset: DetectionDataset, batch_size: int, workers: int, devi
     return (to_device(check_batch(batch), device) for batch in loader)
 
 
-def measure(network: str, args: argparse.Namespace, device: torch.device, data_root: Path) -> dict[str, Any]:
+def measure(network: str, image_shape: int, args: argparse.Namespace, device: torch.device,
+            data_root: Path) -> dict[str, Any]:
     torch.manual_seed(0)
-    ours = build_ssd(network, args.num_classes, args.image_shape)
+    ours = build_ssd(network, args.num_classes, image_shape)
     peer, peer_name = torchvision_peer(network, ours)
-    batches = [to_device(b, device) for b in random_batches(4, args.batch_size, args.image_shape, args.num_classes)]
+    batches = [to_device(b, device) for b in random_batches(4, args.batch_size, image_shape, args.num_classes)]
     timing = dict(batch_size=args.batch_size, warmup=args.warmup, steps=args.steps, device=device)
 
-    log(f"{network}: our step")
-    ours_rate = images_per_second(OursStepper(ours, device), itertools.cycle(batches), **timing)
-    log(f"{network}: torchvision's step ({peer_name})")
+    log(f"{network} at {image_shape}: our step")
+    ours_rate, _ = images_per_second(OursStepper(ours, device), itertools.cycle(batches), **timing)
+    log(f"{network} at {image_shape}: torchvision's step ({peer_name})")
     peer_batches = [peer_inputs(b) for b in batches]
-    peer_rate = images_per_second(PeerStepper(peer, device), itertools.cycle(peer_batches), **timing)
+    peer_rate, _ = images_per_second(PeerStepper(peer, device), itertools.cycle(peer_batches), **timing)
     del peer  # free its memory before the data-loading run
 
-    log(f"{network}: our step with data loading ({args.workers} workers)")
+    log(f"{network} at {image_shape}: our step with data loading ({args.workers} workers)")
     source = ImageJsonSource(data_root / "train", data_root / "train_annotation", args.num_classes, "train")
-    dataset = DetectionDataset(source, train_transform(args.image_shape))
+    dataset = DetectionDataset(source, train_transform(image_shape))
     loaded = loader_inputs(dataset, args.batch_size, args.workers, device)
-    data_rate = images_per_second(OursStepper(ours, device), loaded, **timing)
-    return {"network": network, "peer": peer_name, "ours": ours_rate, "peer_rate": peer_rate, "data": data_rate}
+    data_rate, waiting = images_per_second(OursStepper(ours, device), loaded, **timing)
+    return {"network": network, "image_shape": image_shape, "peer": peer_name, "ours": ours_rate,
+            "peer_rate": peer_rate, "data": data_rate, "waiting": waiting}
 
 
-def table(rows: Iterable[dict[str, Any]], image_shape: int, batch_size: int) -> list[str]:
+def table(rows: Iterable[dict[str, Any]], batch_size: int) -> list[str]:
     lines = [
         "| network | image size | batch | ours img/s | torchvision img/s | ratio (ours/peer) "
-        "| ours with data loading img/s | torchvision peer |",
-        "|---|---|---|---|---|---|---|---|",
+        "| ours with data loading img/s | share of that time waiting for data | torchvision peer |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['network']} | {image_shape} | {batch_size} | {r['ours']:.1f} | {r['peer_rate']:.1f} "
-                     f"| {r['ours'] / r['peer_rate']:.2f} | {r['data']:.1f} | {r['peer']} |")
+        lines.append(f"| {r['network']} | {r['image_shape']} | {batch_size} | {r['ours']:.2f} | {r['peer_rate']:.2f} "
+                     f"| {r['ours'] / r['peer_rate']:.2f} | {r['data']:.2f} | {r['waiting']:.0%} | {r['peer']} |")
     return lines
 
 
@@ -269,7 +282,7 @@ def log(message: str) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--networks", nargs="+", choices=BASE_NETWORKS, default=list(BASE_NETWORKS))
-    parser.add_argument("--image-shape", type=int, default=300)
+    parser.add_argument("--image-shapes", type=int, nargs="+", default=[300, 512])
     parser.add_argument("--batch-size", type=int, help="images per step (default: 8 on CPU, 32 on CUDA)")
     parser.add_argument("--steps", type=int, help="timed steps per figure (default: 10 on CPU, 50 on CUDA)")
     parser.add_argument("--warmup", type=int, help="untimed steps before each figure (default: 3 on CPU, 10 on CUDA)")
@@ -288,8 +301,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--batch-size must be >= 2 (batch normalization in resnet-50 and mobilenet-v3)")
     for network in args.networks:
         smallest = minimum_image_shape(network)
-        if args.image_shape < smallest:
-            parser.error(f"--image-shape {args.image_shape} is too small for {network}: use >= {smallest}")
+        for shape in args.image_shapes:
+            if shape < smallest:
+                parser.error(f"--image-shapes {shape} is too small for {network}: use >= {smallest}")
     return args
 
 
@@ -303,14 +317,15 @@ def main(argv: list[str] | None = None) -> int:
         images = args.batch_size * (args.warmup + args.steps)
         log(f"writing {images} synthetic {SOURCE_IMAGE_SIZE[0]}x{SOURCE_IMAGE_SIZE[1]} JPEGs to {data_root}")
         write_synthetic_dataset(data_root, "train", images, seed=0, image_size=SOURCE_IMAGE_SIZE)
-        rows = [measure(network, args, device, data_root) for network in args.networks]
+        rows = [measure(network, shape, args, device, data_root) for shape in args.image_shapes
+                for network in args.networks]
     lines = [
         "### Training throughput", "",
         f"`{command_line()}`", "",
         *machine_lines(device),
         f"- timing: {args.warmup} warm-up steps, then {args.steps} timed steps; {args.num_classes} classes; "
         f"data loading with {args.workers} workers from {SOURCE_IMAGE_SIZE[0]}x{SOURCE_IMAGE_SIZE[1]} JPEGs", "",
-        *table(rows, args.image_shape, args.batch_size),
+        *table(rows, args.batch_size),
     ]
     print("\n".join(lines))
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ def model_dir(tmp_path_factory) -> Path:
     return root / "model"
 
 
-@pytest.mark.parametrize("path", ["eager", "torchscript"])
+@pytest.mark.parametrize("path", ["eager", "torchscript", "onnxruntime"])
 def test_each_path_gives_the_eager_outputs_for_any_batch(model_dir: Path, path: str):
     model, _ = load_detector(model_dir)
     engine = build_engine(path, model, model_dir, CPU)
@@ -39,14 +40,27 @@ def test_each_path_gives_the_eager_outputs_for_any_batch(model_dir: Path, path: 
 def test_auto_measures_every_available_path_and_keeps_the_fastest(model_dir: Path):
     model, _ = load_detector(model_dir)
     engine = build_engine("auto", model, model_dir, CPU)
-    assert set(engine.timings) == {"eager", "torchscript"} == set(available_paths(model_dir, CPU))
+    assert set(engine.timings) == {"eager", "torchscript", "onnxruntime"} == set(available_paths(CPU))
     assert all(ms > 0 for ms in engine.timings.values())
     assert engine.timings[engine.name] == min(engine.timings.values())
     assert engine.describe().startswith(f"{engine.name} path (measured per image: eager ")
 
 
-def test_onnxruntime_without_an_exported_file_is_refused_with_the_way_to_make_one(model_dir: Path):
+def test_onnxruntime_without_the_package_is_refused_with_the_way_to_get_it(model_dir: Path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
     model, _ = load_detector(model_dir)
-    with pytest.raises(ConfigError, match=r"SAGEDET_INFERENCE_PATH=onnxruntime: not available .*sagedet export "
-                                          r"--format onnx --output .*available: auto, eager, torchscript"):
+    with pytest.raises(ConfigError, match=r"SAGEDET_INFERENCE_PATH=onnxruntime: not available .*pip install "
+                                          r"'sagedet\[onnxruntime\]'.*available: auto, eager, torchscript$"):
         build_engine("onnxruntime", model, model_dir, CPU)
+
+
+def test_auto_skips_a_path_that_cannot_be_built_and_says_why(model_dir: Path, monkeypatch):
+    import sagedet.serve.engines as engines
+
+    def broken(model, device):
+        raise RuntimeError("tracing failed")
+    monkeypatch.setattr(engines, "torchscript_path", broken)
+    model, _ = load_detector(model_dir)
+    engine = build_engine("auto", model, model_dir, CPU)
+    assert set(engine.timings) == {"eager", "onnxruntime"} and engine.name in engine.timings
+    assert "torchscript could not be built (RuntimeError: tracing failed)" in engine.describe()

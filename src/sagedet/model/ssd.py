@@ -73,6 +73,7 @@ class SSDDetector(nn.Module):
         self.image_shape = image_shape
         self.features = base.features
         self.base_layers = base.layers  # a plain dict: the modules are registered through `features`
+        self.cpu_channels_last = base.cpu_channels_last
         self.neg_to_pos_ratio = neg_to_pos_ratio
         self.match_iou = match_iou
         generator = _default_box_generator(base.head, len(map_shapes))

@@ -9,15 +9,18 @@ eager           the PyTorch model as trained; on CUDA in channels-last under bf1
                 autocast
 torchscript     the graph traced and frozen (batch normalization folded into the convolutions),
                 in channels-last; on CUDA traced under the same autocast
-onnxruntime     ``model.onnx`` from the model folder (written there by ``sagedet export``), run by
-                ONNX Runtime's CPU provider; CPU only, and only when onnxruntime is installed
+onnxruntime     ONNX Runtime's CPU provider (graph optimizations on) running ``model.onnx`` from
+                the model folder when ``sagedet export`` wrote one there, else the graph exported
+                in memory when the worker starts (torch's TorchScript-based exporter, ~1 s); CPU
+                only, and only when the onnxruntime package is installed (it is in the images)
 =============== ==================================================================================
 
 ``SAGEDET_INFERENCE_PATH=auto`` (the default) builds every path the worker has and keeps the
 fastest: each runs a one-image batch ``PROBE_ROUNDS`` times, the paths taking turns, after one
-untimed call each; the lowest median wins. On this project's 2-core CPU the frozen channels-last
-graph wins for every base network (docs/benchmarks.md); measuring at start keeps the choice right
-on other hardware.
+untimed call each; the lowest median wins. On this project's 2-core AVX2 CPU ONNX Runtime or the
+frozen channels-last graph won, depending on the network and the run (docs/benchmarks.md), eager
+never; measuring at start keeps the choice right on other hardware. A path that fails to build is left out and named in the
+worker's log line.
 """
 
 from __future__ import annotations
@@ -50,13 +53,15 @@ class Engine:
     name: str
     run: Graph
     timings: dict[str, float] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # paths that could not be built, and why
 
     def __call__(self, images: Tensor) -> tuple[Tensor, Tensor]:
         return self.run(images)
 
     def describe(self) -> str:
         measured = ", ".join(f"{name} {ms:.1f} ms" for name, ms in self.timings.items())
-        return f"{self.name} path" + (f" (measured per image: {measured})" if measured else "")
+        failed = "".join(f"; {name} could not be built ({why})" for name, why in self.failed.items())
+        return f"{self.name} path" + (f" (measured per image: {measured}{failed})" if measured else "")
 
 
 def amp_dtype(device: torch.device) -> torch.dtype | None:
@@ -95,16 +100,17 @@ def torchscript_path(model: SSDDetector, device: torch.device) -> Graph:
     return run
 
 
-def onnxruntime_path(model_dir: Path, threads: int | None) -> Graph:
-    from sagedet.export.onnx import OnnxRuntimeGraph
+def onnxruntime_path(model: SSDDetector, model_dir: Path, threads: int | None) -> Graph:
+    from sagedet.export.onnx import OnnxRuntimeGraph, to_bytes
 
-    return OnnxRuntimeGraph(model_dir / ONNX_FILE, threads)
+    exported = model_dir / ONNX_FILE
+    return OnnxRuntimeGraph(exported if exported.is_file() else to_bytes(model), threads)
 
 
-def available_paths(model_dir: Path, device: torch.device) -> list[str]:
-    """The paths this worker can build: onnxruntime needs the CPU, model.onnx and the package."""
+def available_paths(device: torch.device) -> list[str]:
+    """The paths this worker can build: onnxruntime needs the CPU and the package."""
     names = ["eager", "torchscript"]
-    if device.type == "cpu" and (model_dir / ONNX_FILE).is_file():
+    if device.type == "cpu":
         try:
             import onnxruntime  # noqa: F401
             names.append("onnxruntime")
@@ -116,23 +122,30 @@ def available_paths(model_dir: Path, device: torch.device) -> list[str]:
 def build_engine(choice: str, model: SSDDetector, model_dir: Path, device: torch.device,
                  threads: int | None = None) -> Engine:
     """The path ``choice`` names, or with ``auto`` the fastest path measured here."""
-    names = available_paths(model_dir, device)
+    names = available_paths(device)
     if choice != "auto" and choice not in names:
-        why = {"onnxruntime": f"it needs the CPU, {model_dir / ONNX_FILE} (sagedet export --format onnx --output "
-                              f"{model_dir}) and the onnxruntime package"}.get(choice, "unknown path")
+        why = {"onnxruntime": "it needs the CPU and the onnxruntime package (pip install "
+                              "'sagedet[onnxruntime]')"}.get(choice, "unknown path")
         raise ConfigError(f"SAGEDET_INFERENCE_PATH={choice}: not available in this worker: {why}; "
                           f"available: auto, {', '.join(names)}")
     builders: dict[str, Callable[[], Graph]] = {
         "eager": lambda: eager_path(model, device),
         "torchscript": lambda: torchscript_path(model, device),
-        "onnxruntime": lambda: onnxruntime_path(model_dir, threads),
+        "onnxruntime": lambda: onnxruntime_path(model, model_dir, threads),
     }
     if choice != "auto":
         return Engine(choice, builders[choice]())
-    graphs = {name: builders[name]() for name in names}
+    graphs, failed = {}, {}
+    for name in names:
+        try:
+            graphs[name] = builders[name]()
+        except Exception as error:  # noqa: BLE001 - auto falls back to the paths that build; eager always does
+            if name == "eager":
+                raise
+            failed[name] = f"{type(error).__name__}: {error}"
     timings = measure(graphs, model.image_shape, device)
     best = min(timings, key=timings.get)
-    return Engine(best, graphs[best], timings)
+    return Engine(best, graphs[best], timings, failed)
 
 
 @torch.inference_mode()

@@ -129,7 +129,8 @@ class Trainer:
         self.collective = collective or Collective(SOLO, runtime.device)
         self.is_main = runtime.rank.is_main
         self.model = model.to(runtime.device)
-        if runtime.cuda:
+        self.channels_last = runtime.cuda or model.cpu_channels_last
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.network: torch.nn.Module = self.model  # what the training step calls: the model, or DDP around it
         if self.collective.active:
@@ -238,7 +239,7 @@ class Trainer:
 
     def _to_device(self, batch: Batch) -> Batch:
         batch = check_batch(batch).to(self.runtime.device, non_blocking=True)
-        if self.runtime.cuda:
+        if self.channels_last:
             batch.images = batch.images.contiguous(memory_format=torch.channels_last)
         return batch
 

@@ -91,7 +91,7 @@ def torchscript_path(model: SSDDetector, device: torch.device) -> Graph:
     from sagedet.export import torchscript
 
     with _autocast(device), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch marks TorchScript deprecated; it is still the fastest here
+        warnings.simplefilter("ignore")  # torch marks TorchScript deprecated; here it is still among the fastest
         graph = torchscript.trace(model, device, channels_last=True)
 
     def run(images: Tensor) -> tuple[Tensor, Tensor]:

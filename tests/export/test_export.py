@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import tarfile
 from pathlib import Path
 
@@ -164,3 +165,41 @@ def test_export_of_a_folder_without_a_model_says_what_it_needs(tmp_path: Path, c
     (tmp_path / "empty").mkdir()
     assert main(["export", "--model", str(tmp_path / "empty"), "--output", str(tmp_path / "out")]) == 1
     assert "model.json and model.safetensors" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory) -> Path:
+    model_dir = tmp_path_factory.mktemp("small") / "model"
+    write_model(model_dir, "mobilenet-v3", 64)
+    return model_dir
+
+
+def test_an_unknown_format_is_named_with_the_allowed_ones(small_model: Path, tmp_path: Path):
+    from sagedet.errors import ConfigError
+    from sagedet.export.writer import export_model
+    with pytest.raises(ConfigError, match=r"--format tflite: expected one or more of torchscript, onnx"):
+        export_model(small_model, tmp_path / "out", ["torchscript", "tflite"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_graph_beyond_the_tolerance_is_removed_and_named(small_model: Path, tmp_path: Path, monkeypatch, capsys):
+    import sagedet.export.writer as writer
+    monkeypatch.setattr(writer, "TOLERANCE", -1.0)  # no difference can pass: the refusal path runs
+    assert main(["export", "--model", str(small_model), "--output", str(tmp_path), "--format", "torchscript"]) == 1
+    assert "the exported torchscript graph differs from the eager model by" in capsys.readouterr().err
+    assert not (tmp_path / "model.torchscript.pt").exists() and not (tmp_path / "export.json").exists()
+
+
+def test_onnx_export_without_onnxscript_says_how_to_install_it(small_model: Path, tmp_path: Path, monkeypatch,
+                                                                capsys):
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # import onnxscript now raises ImportError
+    assert main(["export", "--model", str(small_model), "--output", str(tmp_path), "--format", "onnx"]) == 1
+    assert "onnxscript is not installed: pip install 'sagedet[export]'" in capsys.readouterr().err
+
+
+def test_a_file_onnx_runtime_cannot_load_is_named(tmp_path: Path):
+    from sagedet.errors import SagedetError
+    broken = tmp_path / "model.onnx"
+    broken.write_bytes(b"not an onnx graph")
+    with pytest.raises(SagedetError, match=rf"{broken}: ONNX Runtime cannot load it"):
+        OnnxRuntimeGraph(broken)

@@ -29,7 +29,6 @@ from sagedet.errors import ConfigError, ModelError
 from sagedet.export import onnx, torchscript
 from sagedet.export.graph import INPUT_NAMES, OUTPUT_NAMES
 from sagedet.model.saved import load_detector, model_dir_of
-from sagedet.model.ssd import SSDDetector
 
 FORMATS = {"torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
 TOLERANCE = 1e-3
@@ -41,15 +40,13 @@ CHECK_IMAGES = 3
 MANIFEST = "export.json"
 
 
-def _loaders(name: str) -> Callable[[Path], Callable]:
-    if name == "torchscript":
-        return lambda path: torch.jit.load(str(path), map_location="cpu")
-    return lambda path: onnx.OnnxRuntimeGraph(path)
+def _load(name: str, path: Path) -> Callable:
+    """The written file, loaded back as a callable graph on the CPU."""
+    return torch.jit.load(str(path), map_location="cpu") if name == "torchscript" else onnx.OnnxRuntimeGraph(path)
 
 
-def largest_difference(model: SSDDetector, graph: Callable, images: torch.Tensor) -> float:
+def largest_difference(graph: Callable, images: torch.Tensor, expected: tuple[torch.Tensor, torch.Tensor]) -> float:
     with torch.inference_mode():
-        expected = model.decode(*model(images))
         found = graph(images)
     return max((a.float() - b.float()).abs().max().item() for a, b in zip(found, expected))
 
@@ -64,13 +61,15 @@ def export_model(model: Path, output_dir: Path, formats: Sequence[str] = tuple(F
     output_dir.mkdir(parents=True, exist_ok=True)
     side = detector.image_shape
     images = torch.rand(CHECK_IMAGES, 3, side, side, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        expected = detector.decode(*detector(images))
     files = {}
     for name in dict.fromkeys(formats):
         path = output_dir / FORMATS[name]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's deprecation notices for TorchScript
             (torchscript if name == "torchscript" else onnx).save(detector, path)
-            difference = largest_difference(detector, _loaders(name)(path), images)
+            difference = largest_difference(_load(name, path), images, expected)
         if not difference <= TOLERANCE:
             path.unlink(missing_ok=True)
             raise ModelError(f"the exported {name} graph differs from the eager model by {difference:.3g} "

@@ -98,5 +98,3 @@ class Batcher(Generic[Item, Result]):
         self.stats.largest = max(self.stats.largest, len(batch))
         for (_, future), result in zip(batch, results):
             future.set_result(result)
-
-

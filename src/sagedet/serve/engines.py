@@ -19,8 +19,8 @@ onnxruntime     ONNX Runtime's CPU provider (graph optimizations on) running ``m
 fastest: each runs a one-image batch ``PROBE_ROUNDS`` times, the paths taking turns, after one
 untimed call each; the lowest median wins. On this project's 2-core AVX2 CPU ONNX Runtime or the
 frozen channels-last graph won, depending on the network and the run (docs/benchmarks.md), eager
-never; measuring at start keeps the choice right on other hardware. A path that fails to build is left out and named in the
-worker's log line.
+never; measuring at start keeps the choice right on other hardware. A path that fails to build is
+left out and named in the worker's log line.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ import torch
 from torch import Tensor
 
 from sagedet.errors import ConfigError
+from sagedet.model.precision import amp_dtype
 from sagedet.model.ssd import SSDDetector
 
-PATHS = ("eager", "torchscript", "onnxruntime")
 ONNX_FILE = "model.onnx"
 PROBE_ROUNDS = 5
 
@@ -62,12 +62,6 @@ class Engine:
         measured = ", ".join(f"{name} {ms:.1f} ms" for name, ms in self.timings.items())
         failed = "".join(f"; {name} could not be built ({why})" for name, why in self.failed.items())
         return f"{self.name} path" + (f" (measured per image: {measured}{failed})" if measured else "")
-
-
-def amp_dtype(device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def _autocast(device: torch.device):

@@ -31,7 +31,7 @@ from sagedet.model.saved import load_detector
 from sagedet.model.ssd import Detections, SSDDetector, select_detections
 from sagedet.serve.batching import Batcher
 from sagedet.serve.codecs import DecodedImage, Options, decode_image
-from sagedet.serve.engines import Engine, build_engine
+from sagedet.serve.engines import Engine, build_engine, eager_path
 from sagedet.serve.errors import ServiceUnavailable
 
 MODEL_SCORE_FLOOR = 0.01
@@ -75,7 +75,7 @@ class Predictor:
         self.model = model
         self.metadata = metadata
         self.device = device
-        self.engine = engine or Engine("eager", lambda images: model.decode(*model(images)))
+        self.engine = engine or Engine("eager", eager_path(model, device))
         self.image_shape = int(metadata["image_shape"])
         self.nms_threshold = float(metadata.get("nms_threshold", 0.45))
         num_classes = int(metadata["num_classes"])

@@ -126,6 +126,11 @@ class ServeSettings:
             return self.batch_size
         return GPU_BATCH_SIZE if device_type == "cuda" else 1
 
+    def decode_slots(self, device_type: str) -> int:
+        """Requests a worker decodes at once: 2 on the CPU (the model needs the cores), as many as its
+        torch threads on CUDA (the GPU waits on decoding)."""
+        return max(2, self.torch_threads()) if device_type == "cuda" else 2
+
     def execution_parameters(self) -> dict:
         """The answer to ``GET /execution-parameters`` (batch transform): one image per request, as
         many requests at once as there are workers."""

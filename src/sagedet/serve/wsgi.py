@@ -31,10 +31,9 @@ def load() -> Flask:
         slot = int(os.environ.get(WORKER_SLOT, "0"))
         device = resolve_device(settings.device, slot)
         batching = Batching(settings.batch_limit(device.type), settings.batch_delay_ms / 1000)
-        decode_slots = max(2, settings.torch_threads()) if device.type == "cuda" else 2
         predictor = Predictor.load(settings.model_dir, settings.device, slot, settings.torch_threads(),
                                    inference_path=settings.inference_path, batching=batching,
-                                   decode_slots=decode_slots)
+                                   decode_slots=settings.decode_slots(device.type))
     except SagedetError as error:
         raise AppImportError(f"sagedet serve: cannot load the model: {error}") from error
     log.info("sagedet worker %d: %s loaded from %s in %.1f s", os.getpid(), predictor.describe(),

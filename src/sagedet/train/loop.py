@@ -34,6 +34,7 @@ from ..errors import DataError, ModelError, SagedetError
 from ..evaluate.coco import coco_metrics
 from ..evaluate.detections import ImageDetections
 from ..evaluate.voc_map import voc_map
+from ..model.precision import amp_dtype
 from ..model.ssd import SSDDetector
 from ..sagemaker.hyperparameters import TrainingConfig
 from ..sagemaker.metrics_log import MetricsLogger
@@ -82,9 +83,7 @@ class Runtime:
 
     @property
     def amp_dtype(self) -> torch.dtype | None:
-        if not self.cuda:
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return amp_dtype(self.device)
 
 
 @dataclass

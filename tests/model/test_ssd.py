@@ -98,3 +98,14 @@ def test_too_small_image_shape_is_refused_with_the_minimum(base_network, smalles
     with pytest.raises(ConfigError, match=rf"'image_shape'=200 is too small for base_network={base_network}.*>= {smallest}"):
         build_ssd(base_network, 2, 200)
     build_ssd(base_network, 2, smallest)  # the minimum itself works
+
+
+def test_decode_boxes_is_torchvisions_box_coder_broadcast_over_the_batch():
+    from torchvision.models.detection._utils import BoxCoder
+
+    from sagedet.model.ssd import BOX_CODER_WEIGHTS, decode_boxes
+    anchors = build_ssd("mobilenet-v3", 3, 64).anchors
+    codes = 3 * torch.randn(2, anchors.shape[0], 4, generator=torch.Generator().manual_seed(0))
+    codes[0, 0, 2:] = 50.0  # beyond the log-size clamp
+    expected = BoxCoder(BOX_CODER_WEIGHTS).decode_single(codes.reshape(-1, 4), anchors.repeat(2, 1)).view(2, -1, 4)
+    torch.testing.assert_close(decode_boxes(codes, anchors), expected)

@@ -1,0 +1,172 @@
+"""Winograd F(4x4, 3x3) convolution for the CPU: the deep 3x3 layers of vgg-16 and resnet-50 at
+about half of oneDNN's time on a CPU without AVX-512, forward and backward.
+
+Why by hand: oneDNN's Winograd kernels exist only for AVX-512 CPUs, and PyTorch's NNPACK (which has
+them for AVX2) fails to run on the development machine ("NNPACK SpatialConvolution_updateOutput
+failed" for every shape). On AVX2, oneDNN's direct 3x3 convolution already runs at about the CPU's
+fp32 peak, so the remaining way to go faster without changing the answers beyond fp32 rounding is to
+do less arithmetic. Winograd's minimal filtering (Lavin and Gray, "Fast Algorithms for Convolutional
+Neural Networks", 2016) computes each 4x4 output tile from a 6x6 input tile with 36 multiplications
+per input/output channel pair instead of 144: four times fewer, at the price of transforming the
+input and output tiles (memory-bound passes) and an error a few times fp32's rounding (relative
+differences ~1e-5 here).
+
+All of it is expressed as torch tensor operations (unfold, two small dense transforms, one batched
+matrix multiply over the 36 tile positions), so autograd differentiates it, TorchScript traces it
+and the weights stay the convolution's own ``weight`` and ``bias``: :func:`use_winograd` changes
+the class of eligible ``nn.Conv2d`` modules in place, keeping their parameters, state-dict keys,
+names and identity (the base network's layer map used by ``freeze_layer_pattern`` still holds them).
+
+Which layers pay (bench/checks/winograd_layers.py, one 2-core AVX2 CPU): the transforms cost memory
+traffic proportional to C_in + C_out per tile, the multiply C_in x C_out, so layers with few
+channels lose (vgg-16's 64 channels at 300x300: 3.2x slower, 64→128 at 150x150: 1.1x) and deep
+ones win (vgg-16's 256 at 75x75: 0.6x of oneDNN's time, 512 at 38x38: 0.43-0.53x, 512 at 19x19:
+0.52-0.58x; resnet-50's 256 at 38x38: 0.50-0.55x, 128 at 38x38: 0.69x; 128 at 150x150 breaks even),
+and so do layers with few outputs (resnet-50's class head, 1024→84 at 38x38: 1.7x slower).
+:func:`eligible` takes a layer when it has at least 128 input and 128 output channels. Dilated layers are left to oneDNN: vgg-16's fc6 (dilation 6 at 19x19) computed as an
+undilated Winograd convolution over the 36 interleaved sub-grids took as long as oneDNN (1.01x).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+MIN_CHANNELS = 128
+"""A layer is converted when both its input and output channels reach this (the module's docstring)."""
+MIN_MAP_CELLS = 16 * 16
+"""Smaller maps go to oneDNN: few tiles, and the ones on the edge mostly padding (at 10x10, 1.24x
+oneDNN's time; at 19x19, 0.52-0.75x)."""
+
+# Lavin and Gray's F(4x4, 3x3) matrices: input B^T (6x6), filter G (6x3), output A^T (4x6).
+_BT = [[4, 0, -5, 0, 1, 0],
+       [0, -4, -4, 1, 1, 0],
+       [0, 4, -4, -1, 1, 0],
+       [0, -2, -1, 2, 1, 0],
+       [0, 2, -1, -2, 1, 0],
+       [0, 4, 0, -5, 0, 1]]
+_G = [[1 / 4, 0, 0],
+      [-1 / 6, -1 / 6, -1 / 6],
+      [-1 / 6, 1 / 6, -1 / 6],
+      [1 / 24, 1 / 12, 1 / 6],
+      [1 / 24, -1 / 12, 1 / 6],
+      [0, 0, 1]]
+_AT = [[1, 1, 1, 1, 1, 0],
+       [0, 1, -1, 2, -2, 0],
+       [0, 1, 1, 4, 4, 0],
+       [0, 1, -1, 8, -8, 1]]
+TILE = 4  # output tile side
+_INPUT_TILE = 6
+
+
+@functools.lru_cache(maxsize=None)
+def _matrices(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """(B^T ⊗ B^T) (36x36), G (6x3), (A^T ⊗ A^T) (16x36): the 2-D transforms of a row-major tile
+    flattened to a vector are Kronecker products of the 1-D ones. Made once per dtype and device,
+    outside inference mode so that autograd may save them."""
+    with torch.inference_mode(False), torch.no_grad():
+        bt = torch.tensor(_BT, dtype=torch.float64)
+        at = torch.tensor(_AT, dtype=torch.float64)
+        g = torch.tensor(_G, dtype=torch.float64)
+        return (torch.kron(bt, bt).to(dtype=dtype, device=device), g.to(dtype=dtype, device=device),
+                torch.kron(at, at).to(dtype=dtype, device=device))
+
+
+def transform_weight(weight: Tensor) -> Tensor:
+    """(C_out, C_in, 3, 3) → U (36, C_in, C_out) = G g G^T per channel pair, differentiable."""
+    c_out, c_in = weight.shape[:2]
+    _, g, _ = _matrices(weight.dtype, weight.device)
+    return torch.einsum("ai,oxij,bj->abxo", g, weight, g).reshape(_INPUT_TILE * _INPUT_TILE, c_in, c_out)
+
+
+def winograd_conv3x3(x: Tensor, u: Tensor, bias: Tensor | None = None) -> Tensor:
+    """3x3 convolution, stride 1, padding 1 (output the size of the input) of x (N, C_in, H, W) with
+    the transformed weight ``u`` from :func:`transform_weight`. The result is channels-last in
+    memory, as every tile is produced with all its output channels together."""
+    n, c_in, h, w = x.shape
+    c_out = u.shape[2]
+    input_transform, _, output_transform = _matrices(x.dtype, x.device)
+    tiles_h, tiles_w = -(-h // TILE), -(-w // TILE)
+    padded = F.pad(x, (1, TILE * tiles_w + 1 - w, 1, TILE * tiles_h + 1 - h))
+    tiles = padded.unfold(2, _INPUT_TILE, TILE).unfold(3, _INPUT_TILE, TILE)  # N, C, th, tw, 6, 6
+    tiles = tiles.permute(4, 5, 0, 2, 3, 1).reshape(36, n * tiles_h * tiles_w * c_in)
+    v = (input_transform @ tiles).view(36, n * tiles_h * tiles_w, c_in)
+    m = torch.bmm(v, u)  # 36, tiles, C_out
+    y = (output_transform @ m.view(36, -1)).view(TILE, TILE, n, tiles_h, tiles_w, c_out)
+    y = y.permute(2, 3, 0, 4, 1, 5).reshape(n, TILE * tiles_h, TILE * tiles_w, c_out)
+    if TILE * tiles_h != h or TILE * tiles_w != w:
+        y = y[:, :h, :w]
+    if bias is not None:
+        y = y + bias
+    elif not y.is_contiguous():
+        y = y.contiguous()
+    return y.permute(0, 3, 1, 2)
+
+
+def _untraced_transform(weight: Tensor) -> Tensor:
+    """The transformed weight, computed outside any running trace: a traced graph then holds it as a
+    constant instead of recomputing it on every call (``torch.jit.freeze`` does not fold einsum)."""
+    state = torch._C._get_tracing_state()
+    torch._C._set_tracing_state(None)
+    try:
+        with torch.no_grad():
+            return transform_weight(weight).contiguous()
+    finally:
+        torch._C._set_tracing_state(state)
+
+
+class WinogradConv2d(nn.Conv2d):
+    """An ``nn.Conv2d`` (3x3, stride 1, padding 1, no dilation, one group, zero padding) computed with
+    Winograd F(4x4, 3x3). Built by :func:`use_winograd` from an existing convolution; the
+    transformed weight is cached for inference (no autograd) and recomputed when the weight changes
+    (its version counter) or while gradients are recorded."""
+
+    _cached: tuple[tuple[int, int, torch.dtype, bool], Tensor] | None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[2] * x.shape[3] < MIN_MAP_CELLS:
+            return super().forward(x)
+        weight = self.weight.to(x.dtype) if self.weight.dtype != x.dtype else self.weight
+        if torch.is_grad_enabled() and weight.requires_grad:
+            u = transform_weight(weight)
+        else:
+            # Inference tensors (made under torch.inference_mode) cannot be used where autograd
+            # records, so the mode is part of the key.
+            # Inference tensors have no version counter; made in inference mode, they are not
+            # updated in place by training.
+            version = -1 if self.weight.is_inference() else self.weight._version
+            key = (version, self.weight.data_ptr(), x.dtype, torch.is_inference_mode_enabled())
+            cached = getattr(self, "_cached", None)
+            if cached is None or cached[0] != key:
+                u = _untraced_transform(weight)
+                self._cached = (key, u)
+            else:
+                u = cached[1]
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return winograd_conv3x3(x, u, bias)
+
+
+def eligible(conv: nn.Module) -> bool:
+    """Whether ``conv`` is a convolution Winograd F(4x4, 3x3) computes exactly and faster."""
+    if type(conv) is not nn.Conv2d:
+        return False
+    shape_ok = (conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.groups == 1
+                and conv.dilation == (1, 1) and conv.padding == (1, 1) and conv.padding_mode == "zeros")
+    if not shape_ok:
+        return False
+    return min(conv.in_channels, conv.out_channels) >= MIN_CHANNELS
+
+
+def use_winograd(model: nn.Module) -> list[str]:
+    """Turn every eligible convolution of ``model`` into a :class:`WinogradConv2d` in place (same
+    parameters, same object); returns their names. For the CPU: CUDA has cuDNN's own algorithms."""
+    names = []
+    for name, module in model.named_modules():
+        if eligible(module):
+            module.__class__ = WinogradConv2d
+            module._cached = None
+            names.append(name)
+    return names

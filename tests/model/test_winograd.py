@@ -1,0 +1,160 @@
+"""Winograd F(4x4, 3x3) convolutions: the same values and gradients as torch's convolution, which
+layers are converted, the converted module's caching, tracing and a whole converted model."""
+
+import copy
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sagedet.model.ssd import build_ssd
+from sagedet.model.winograd import MIN_MAP_CELLS, WinogradConv2d, eligible, use_winograd
+
+
+def converted(conv: nn.Conv2d) -> nn.Conv2d:
+    copied = copy.deepcopy(conv)
+    assert use_winograd(nn.Sequential(copied)) == ["0"]
+    assert type(copied) is WinogradConv2d
+    return copied
+
+
+@pytest.mark.parametrize("c_in, c_out, height, width, batch, bias", [
+    (128, 256, 19, 19, 2, True),   # 19 is not a multiple of the 4-cell tile: the last tiles are cropped
+    (256, 256, 16, 24, 1, False),
+    (200, 160, 17, 23, 3, True),
+    (256, 512, 32, 32, 1, True),
+])
+def test_values_and_gradients_equal_torch_convolution_in_float64(c_in, c_out, height, width, batch, bias):
+    # In float64 the only difference left is rounding: the algorithm itself must be exact.
+    torch.manual_seed(0)
+    conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=bias).double()
+    fast = converted(conv)
+    x = torch.randn(batch, c_in, height, width, dtype=torch.float64, requires_grad=True)
+    expected, got = conv(x), fast(x)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    grad = torch.randn_like(expected)
+    wanted = torch.autograd.grad(expected, [x, conv.weight] + ([conv.bias] if bias else []), grad)
+    found = torch.autograd.grad(got, [x, fast.weight] + ([fast.bias] if bias else []), grad)
+    for a, b in zip(found, wanted):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_float32_error_is_a_few_times_rounding():
+    torch.manual_seed(1)
+    conv = nn.Conv2d(512, 512, 3, padding=1)
+    fast = converted(conv)
+    x = torch.randn(1, 512, 38, 38)
+    with torch.no_grad():
+        exact = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=1)
+        error = (fast(x).double() - exact).abs().max() / exact.abs().max()
+        direct_error = (conv(x).double() - exact).abs().max() / exact.abs().max()
+    assert error < 1e-4, error
+    assert error > 0  # it is computed differently from torch's convolution, not handed over to it
+    assert direct_error < error  # and is less exact than the direct convolution, as expected
+
+
+def test_output_is_channels_last_whatever_the_input_layout():
+    conv = converted(nn.Conv2d(256, 256, 3, padding=1))
+    with torch.no_grad():
+        plain = torch.randn(2, 256, 18, 18)
+        for x in (plain, plain.contiguous(memory_format=torch.channels_last)):
+            out = conv(x)
+            assert out.is_contiguous(memory_format=torch.channels_last)
+            torch.testing.assert_close(out, F.conv2d(x, conv.weight, conv.bias, padding=1), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("conv, expected", [
+    (nn.Conv2d(256, 256, 3, padding=1), True),
+    (nn.Conv2d(128, 128, 3, padding=1), True),
+    (nn.Conv2d(1024, 324, 3, padding=1), True),   # a class head for 80 classes
+    (nn.Conv2d(64, 128, 3, padding=1), False),    # slower than oneDNN (see the module docstring)
+    (nn.Conv2d(1024, 84, 3, padding=1), False),   # a class head for 20 classes: 1.7x slower
+    (nn.Conv2d(1024, 16, 3, padding=1), False),   # a box head, 6x slower
+    (nn.Conv2d(256, 256, 3, stride=2, padding=1), False),
+    (nn.Conv2d(256, 256, 3, padding=0), False),
+    (nn.Conv2d(256, 256, 3, padding=6, dilation=6), False),
+    (nn.Conv2d(256, 256, 3, padding=1, groups=2), False),
+    (nn.Conv2d(256, 256, 1), False),
+    (nn.Conv2d(256, 256, 3, padding=1, padding_mode="reflect"), False),
+    (nn.Linear(256, 256), False),
+])
+def test_eligible_layers(conv, expected):
+    assert eligible(conv) is expected
+
+
+def test_conversion_keeps_parameters_names_and_identity():
+    model = nn.Sequential(nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.Conv2d(256, 128, 3, padding=1),
+                          nn.Conv2d(128, 64, 3, padding=1))
+    first, weight = model[0], model[0].weight
+    keys = list(model.state_dict())
+    names = use_winograd(model)
+    assert names == ["0", "2"]
+    assert model[0] is first and model[0].weight is weight  # in place: optimizers and layer maps still hold them
+    assert type(model[3]) is nn.Conv2d
+    assert list(model.state_dict()) == keys
+    assert use_winograd(model) == []  # converted ones are not converted again
+
+
+def test_small_maps_are_left_to_torch_convolution():
+    conv = converted(nn.Conv2d(256, 256, 3, padding=1))
+    x = torch.randn(1, 256, 10, 10)
+    assert 10 * 10 < MIN_MAP_CELLS
+    with torch.no_grad():
+        assert torch.equal(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1))
+
+
+def test_cached_weight_follows_optimizer_steps():
+    torch.manual_seed(2)
+    conv = converted(nn.Conv2d(256, 256, 3, padding=1))
+    x = torch.randn(1, 256, 16, 16)
+    optimizer = torch.optim.SGD(conv.parameters(), lr=0.5)
+    for _ in range(2):
+        with torch.no_grad():
+            before = conv(x)  # caches the transformed weight
+        conv(x).square().mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        with torch.no_grad():
+            after = conv(x)
+            expected = F.conv2d(x, conv.weight, conv.bias, padding=1)
+        assert not torch.allclose(before, after)
+        torch.testing.assert_close(after, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_inference_mode_then_training_with_a_frozen_layer():
+    # A weight cached under inference mode must not reach autograd (inference tensors cannot be saved).
+    conv = converted(nn.Conv2d(256, 256, 3, padding=1))
+    conv.weight.requires_grad_(False)
+    x = torch.randn(1, 256, 16, 16, requires_grad=True)
+    with torch.inference_mode():
+        conv(x.detach())
+    conv(x).sum().backward()
+    torch.testing.assert_close(x.grad, torch.autograd.grad(F.conv2d(x, conv.weight, conv.bias, padding=1).sum(), x)[0],
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_traced_and_frozen_graph_holds_the_transformed_weight_as_a_constant():
+    conv = converted(nn.Conv2d(256, 256, 3, padding=1)).eval()
+    x = torch.randn(2, 256, 20, 20)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        frozen = torch.jit.freeze(torch.jit.trace(conv, x))
+        assert "einsum" not in str(frozen.graph)  # not recomputed on every call
+        torch.testing.assert_close(frozen(x), conv(x))
+
+
+def test_converted_vgg16_detector_gives_the_same_outputs():
+    model = build_ssd("vgg-16", 3, 300).eval()
+    fast = copy.deepcopy(model)
+    names = use_winograd(fast)
+    # conv2_2 … conv5_3 and the three extra 3x3 layers at 19x19; with 3 classes the heads have 16 or
+    # 24 output channels, too few to pay
+    assert len(names) == 10 and names[0] == "features.extractor.features.7"
+    assert not any(name.startswith("head.") for name in names)
+    images = torch.rand(1, 3, 300, 300)
+    with torch.no_grad():
+        for expected, got in zip(model(images), fast(images)):
+            torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3)

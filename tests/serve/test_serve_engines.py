@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from serve_harness import one_torch_thread, write_model  # noqa: F401
+from trained_like import write_model as write_trained_like
 
 from sagedet.errors import ConfigError
 from sagedet.export.writer import TOLERANCE
@@ -24,11 +25,24 @@ def model_dir(tmp_path_factory) -> Path:
     return root / "model"
 
 
-@pytest.mark.parametrize("path", ["eager", "torchscript", "onnxruntime"])
-def test_each_path_gives_the_eager_outputs_for_any_batch(model_dir: Path, path: str):
+@pytest.fixture(scope="module")
+def vgg_dir(tmp_path_factory) -> Path:
+    """vgg-16 at its smallest size: it has layers the winograd path converts (mobilenet-v3 has none).
+    Its outputs spread as a trained model's: with raw random vgg-16 weights the logits reach the
+    hundreds, where fp32 rounding alone (of any path, eager's included) exceeds the tolerance."""
+    root = tmp_path_factory.mktemp("engines-vgg")
+    write_trained_like(root / "model", "vgg-16", 268)
+    return root / "model"
+
+
+@pytest.mark.parametrize("path, folder", [("eager", "model_dir"), ("torchscript", "model_dir"),
+                                          ("onnxruntime", "model_dir"), ("winograd", "vgg_dir")])
+def test_each_path_gives_the_eager_outputs_for_any_batch(path: str, folder: str, request):
+    model_dir = request.getfixturevalue(folder)
     model, _ = load_detector(model_dir)
     engine = build_engine(path, model, model_dir, CPU)
-    images = torch.rand(3, 3, 96, 96, generator=torch.Generator().manual_seed(4))
+    size = model.image_shape
+    images = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(4))
     with torch.inference_mode():
         want = model.decode(*model(images))
         got = engine(images)
@@ -40,7 +54,8 @@ def test_each_path_gives_the_eager_outputs_for_any_batch(model_dir: Path, path: 
 def test_auto_measures_every_available_path_and_keeps_the_fastest(model_dir: Path):
     model, _ = load_detector(model_dir)
     engine = build_engine("auto", model, model_dir, CPU)
-    assert set(engine.timings) == {"eager", "torchscript", "onnxruntime"} == set(available_paths(CPU))
+    # mobilenet-v3 has no layer the winograd path would convert
+    assert set(engine.timings) == {"eager", "torchscript", "onnxruntime"} == set(available_paths(CPU, model))
     assert all(ms > 0 for ms in engine.timings.values())
     assert engine.timings[engine.name] == min(engine.timings.values())
     assert engine.describe().startswith(f"{engine.name} path (measured per image: eager ")
@@ -52,6 +67,14 @@ def test_onnxruntime_without_the_package_is_refused_with_the_way_to_get_it(model
     with pytest.raises(ConfigError, match=r"SAGEDET_INFERENCE_PATH=onnxruntime: not available .*pip install "
                                           r"'sagedet\[onnxruntime\]'.*available: auto, eager, torchscript$"):
         build_engine("onnxruntime", model, model_dir, CPU)
+
+
+def test_winograd_is_offered_for_networks_with_deep_3x3_layers_only(model_dir: Path, vgg_dir: Path):
+    vgg, _ = load_detector(vgg_dir)
+    mobilenet, _ = load_detector(model_dir)
+    assert "winograd" in available_paths(CPU, vgg)
+    with pytest.raises(ConfigError, match=r"SAGEDET_INFERENCE_PATH=winograd: not available .*128 or more channels"):
+        build_engine("winograd", mobilenet, model_dir, CPU)
 
 
 def test_auto_skips_a_path_that_cannot_be_built_and_says_why(model_dir: Path, monkeypatch):

@@ -106,6 +106,6 @@ def test_bad_inference_path_and_batching_values_are_named():
     with pytest.raises(ConfigError) as error:
         settings({"SAGEDET_INFERENCE_PATH": "tensorrt", "SAGEDET_BATCH_SIZE": "0", "SAGEDET_BATCH_DELAY_MS": "-1"})
     message = str(error.value)
-    assert "SAGEDET_INFERENCE_PATH='tensorrt': expected one of auto, eager, torchscript, onnxruntime" in message
+    assert "SAGEDET_INFERENCE_PATH='tensorrt': expected one of auto, eager, torchscript, winograd, onnxruntime" in message
     assert "SAGEDET_BATCH_SIZE='0': expected an integer from 1 to 256" in message
     assert "SAGEDET_BATCH_DELAY_MS='-1': expected a number from 0 to 1000" in message

@@ -9,6 +9,10 @@ eager           the PyTorch model as trained; on CUDA in channels-last under bf1
                 autocast
 torchscript     the graph traced and frozen (batch normalization folded into the convolutions),
                 in channels-last; on CUDA traced under the same autocast
+winograd        the torchscript path with the deep 3x3 convolutions computed by Winograd
+                F(4x4, 3x3) (:mod:`sagedet.model.winograd`: fewer multiplications, answers equal
+                to fp32 rounding); CPU only, and only for models that have such layers (vgg-16,
+                resnet-50; not mobilenet-v3)
 onnxruntime     ONNX Runtime's CPU provider (graph optimizations on) running ``model.onnx`` from
                 the model folder when ``sagedet export`` wrote one there, else the graph exported
                 in memory when the worker starts (torch's TorchScript-based exporter, ~1 s); CPU
@@ -17,14 +21,14 @@ onnxruntime     ONNX Runtime's CPU provider (graph optimizations on) running ``m
 
 ``SAGEDET_INFERENCE_PATH=auto`` (the default) builds every path the worker has and keeps the
 fastest: each runs a one-image batch ``PROBE_ROUNDS`` times, the paths taking turns, after one
-untimed call each; the lowest median wins. On this project's 2-core AVX2 CPU ONNX Runtime or the
-frozen channels-last graph won, depending on the network and the run (docs/benchmarks.md), eager
-never; measuring at start keeps the choice right on other hardware. A path that fails to build is
-left out and named in the worker's log line.
+untimed call each; the lowest median wins. Which wins depends on the network, the machine and the
+run (docs/benchmarks.md has this project's 2-core AVX2 CPU); measuring at start keeps the choice
+right on other hardware. A path that fails to build is left out and named in the worker's log line.
 """
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 import warnings
@@ -94,6 +98,14 @@ def torchscript_path(model: SSDDetector, device: torch.device) -> Graph:
     return run
 
 
+def winograd_path(model: SSDDetector, device: torch.device) -> Graph:
+    from sagedet.model.winograd import use_winograd
+
+    converted = copy.deepcopy(model)
+    use_winograd(converted)
+    return torchscript_path(converted, device)
+
+
 def onnxruntime_path(model: SSDDetector, model_dir: Path, threads: int | None) -> Graph:
     from sagedet.export.onnx import OnnxRuntimeGraph, to_bytes
 
@@ -101,10 +113,15 @@ def onnxruntime_path(model: SSDDetector, model_dir: Path, threads: int | None) -
     return OnnxRuntimeGraph(exported if exported.is_file() else to_bytes(model), threads)
 
 
-def available_paths(device: torch.device) -> list[str]:
-    """The paths this worker can build: onnxruntime needs the CPU and the package."""
+def available_paths(device: torch.device, model: SSDDetector) -> list[str]:
+    """The paths this worker can build: winograd needs the CPU and eligible layers, onnxruntime the
+    CPU and the package."""
+    from sagedet.model.winograd import eligible
+
     names = ["eager", "torchscript"]
     if device.type == "cpu":
+        if any(eligible(module) for module in model.modules()):
+            names.append("winograd")
         try:
             import onnxruntime  # noqa: F401
             names.append("onnxruntime")
@@ -116,15 +133,18 @@ def available_paths(device: torch.device) -> list[str]:
 def build_engine(choice: str, model: SSDDetector, model_dir: Path, device: torch.device,
                  threads: int | None = None) -> Engine:
     """The path ``choice`` names, or with ``auto`` the fastest path measured here."""
-    names = available_paths(device)
+    names = available_paths(device, model)
     if choice != "auto" and choice not in names:
         why = {"onnxruntime": "it needs the CPU and the onnxruntime package (pip install "
-                              "'sagedet[onnxruntime]')"}.get(choice, "unknown path")
+                              "'sagedet[onnxruntime]')",
+               "winograd": "it needs the CPU and 3x3 convolutions with 128 or more channels in and out "
+                           "(vgg-16, resnet-50)"}.get(choice, "unknown path")
         raise ConfigError(f"SAGEDET_INFERENCE_PATH={choice}: not available in this worker: {why}; "
                           f"available: auto, {', '.join(names)}")
     builders: dict[str, Callable[[], Graph]] = {
         "eager": lambda: eager_path(model, device),
         "torchscript": lambda: torchscript_path(model, device),
+        "winograd": lambda: winograd_path(model, device),
         "onnxruntime": lambda: onnxruntime_path(model, model_dir, threads),
     }
     if choice != "auto":

@@ -35,8 +35,8 @@ SAGEDET_DEVICE                      auto (default: CUDA when present, worker i o
 SAGEDET_TORCH_THREADS               torch intra-op threads per worker, 1 to 256 (default: the
                                     usable CPUs divided between the workers, at least 1)
 SAGEDET_INFERENCE_PATH              auto (default: the fastest path measured when the worker
-                                    starts), eager, torchscript or onnxruntime (see
-                                    sagedet.serve.engines)
+                                    starts), eager, torchscript, winograd or onnxruntime
+                                    (see sagedet.serve.engines)
 SAGEDET_BATCH_SIZE                  most images one model call takes from concurrent requests
                                     (request batching), 1 to 256; 1 turns batching off (default:
                                     16 on CUDA, 1 on the CPU)
@@ -178,7 +178,7 @@ def load_settings(environ: Mapping[str, str] | None = None, gpus: Callable[[], i
         batch_strategy=reader.read(BATCH_STRATEGY, None, _strategy),
         max_concurrent_transforms=reader.read(MAX_CONCURRENT_TRANSFORMS, None, _integer(1, None)),
         threads_per_worker=reader.read(TORCH_THREADS, None, _integer(1, 256)),
-        inference_path=reader.read(INFERENCE_PATH, "auto", _choice("auto", "eager", "torchscript", "onnxruntime")),
+        inference_path=reader.read(INFERENCE_PATH, "auto", _choice("auto", "eager", "torchscript", "winograd", "onnxruntime")),
         batch_size=reader.read(BATCH_SIZE, None, _integer(1, 256)),
         batch_delay_ms=reader.read(BATCH_DELAY, 5.0, _number(0.0, 1000.0)),
     )

@@ -13,6 +13,9 @@ after ``--warmup`` calls, median and mean in milliseconds:
 - **sagedet TorchScript**: the exported graph traced and frozen, in NCHW and in channels-last (the
   server's ``torchscript`` path), and traced and ``torch.jit.optimize_for_inference`` (oneDNN),
   then the same NMS;
+- **sagedet winograd**: the server's ``winograd`` path (``sagedet.serve.engines.winograd_path``):
+  the frozen channels-last graph with the deep 3x3 convolutions computed by Winograd F(4x4, 3x3)
+  (``sagedet.model.winograd``), for the networks that have such layers (vgg-16, resnet-50);
 - **sagedet ONNX Runtime**: ONNX Runtime's CPU provider with ORT_ENABLE_ALL, then the same NMS,
   on the graph a worker exports in memory when it starts (torch's TorchScript-based exporter) and
   on the file ``sagedet export`` writes (dynamo exporter, opset 18).
@@ -45,6 +48,8 @@ from train_throughput import torchvision_peer
 from sagedet.export import onnx as onnx_export
 from sagedet.export import torchscript
 from sagedet.model.ssd import SSDDetector, build_ssd, select_detections
+from sagedet.model.winograd import eligible
+from sagedet.serve.engines import winograd_path
 from sagedet.sagemaker.hyperparameters import BASE_NETWORKS
 
 NMS_THRESHOLD = 0.45
@@ -94,6 +99,8 @@ def paths(model: SSDDetector, onnx_file: Path, threads: int) -> dict[str, Callab
     optimized = torchscript.trace(model, cpu, optimize_for_cpu=True)
     runtime = onnx_export.OnnxRuntimeGraph(onnx_file, threads)
     in_memory = onnx_export.OnnxRuntimeGraph(onnx_export.to_bytes(model), threads)
+    winograd = ({"sagedet TorchScript frozen, channels-last, Winograd 3x3 layers (the server's winograd path)":
+                 winograd_path(model, cpu)} if any(eligible(m) for m in model.modules()) else {})
     return {
         "sagedet eager (NCHW)": eager,
         "sagedet eager (channels-last)": eager_channels_last,
@@ -101,6 +108,7 @@ def paths(model: SSDDetector, onnx_file: Path, threads: int) -> dict[str, Callab
         "sagedet TorchScript frozen, channels-last (the server's torchscript path)":
             lambda images: frozen_channels_last(images.contiguous(memory_format=torch.channels_last)),
         "sagedet TorchScript optimize_for_inference": optimized,
+        **winograd,
         "sagedet ONNX Runtime, graph exported in memory (the server's onnxruntime path)": in_memory,
         "sagedet ONNX Runtime, model.onnx from sagedet export": runtime,
     }

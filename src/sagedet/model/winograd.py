@@ -59,6 +59,7 @@ _AT = [[1, 1, 1, 1, 1, 0],
        [0, 1, 1, 4, 4, 0],
        [0, 1, -1, 8, -8, 1]]
 TILE = 4  # output tile side
+_BIAS_POSITION = 1 * 6 + 1
 _INPUT_TILE = 6
 
 
@@ -95,14 +96,14 @@ def winograd_conv3x3(x: Tensor, u: Tensor, bias: Tensor | None = None) -> Tensor
     tiles = tiles.permute(4, 5, 0, 2, 3, 1).reshape(36, n * tiles_h * tiles_w * c_in)
     v = (input_transform @ tiles).view(36, n * tiles_h * tiles_w, c_in)
     m = torch.bmm(v, u)  # 36, tiles, C_out
+    if bias is not None:
+        # Column 1 of A^T is all ones, so adding b at tile position (1, 1) adds b to all 16
+        # outputs of the tile: the bias costs 1/16 of a pass over the output instead of a pass.
+        m[_BIAS_POSITION].add_(bias)
     y = (output_transform @ m.view(36, -1)).view(TILE, TILE, n, tiles_h, tiles_w, c_out)
     y = y.permute(2, 3, 0, 4, 1, 5).reshape(n, TILE * tiles_h, TILE * tiles_w, c_out)
     if TILE * tiles_h != h or TILE * tiles_w != w:
-        y = y[:, :h, :w]
-    if bias is not None:
-        y = y + bias
-    elif not y.is_contiguous():
-        y = y.contiguous()
+        y = y[:, :h, :w].contiguous()
     return y.permute(0, 3, 1, 2)
 
 

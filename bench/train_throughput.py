@@ -20,8 +20,9 @@ For each base network and image size (default 300 and 512), at one batch size:
 
 Both models train as the job's Trainer trains: on CUDA channels-last, bf16 (else fp16) autocast,
 fused SGD; on the CPU in fp32, ours channels-last where the base network trains faster so
-(``BaseNetwork.cpu_channels_last``: mobilenet-v3, resnet-50), torchvision's as torchvision runs
-(NCHW).
+(``BaseNetwork.cpu_channels_last``: mobilenet-v3, resnet-50) and with its deep 3x3 convolutions
+computed by Winograd F(4x4, 3x3) (``sagedet.model.winograd``: vgg-16, resnet-50), torchvision's as
+torchvision runs (NCHW, torch's convolutions). The peer is built before ours is converted.
 
 Steps are timed with ``time.perf_counter()`` after the warm-up steps (CUDA synchronized). The output is markdown, to paste into docs/benchmarks.md; progress goes to stderr.
 
@@ -59,6 +60,7 @@ from sagedet.data.imagejson import ImageJsonSource
 from sagedet.data.synthetic import write_synthetic_dataset
 from sagedet.data.transforms import train_transform
 from sagedet.model.ssd import SSDDetector, _default_box_generator, build_ssd, minimum_image_shape
+from sagedet.model.winograd import use_winograd
 from sagedet.sagemaker.hyperparameters import BASE_NETWORKS
 from sagedet.train.loop import Runtime
 from machine import cpu_name
@@ -191,6 +193,11 @@ class Stepper:
 
 
 class OursStepper(Stepper):
+    def __init__(self, model: nn.Module, device: torch.device):
+        super().__init__(model, device)
+        if device.type != "cuda":
+            use_winograd(self.model)  # as the Trainer on the CPU (in place: the optimizer keeps its parameters)
+
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         with self.autocast():  # the loss outside autocast, as in the Trainer
             cls_logits, box_codes = self.model(batch.images)

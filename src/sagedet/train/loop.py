@@ -36,6 +36,7 @@ from ..evaluate.detections import ImageDetections
 from ..evaluate.voc_map import voc_map
 from ..model.precision import amp_dtype
 from ..model.ssd import SSDDetector
+from ..model.winograd import use_winograd
 from ..sagemaker.hyperparameters import TrainingConfig
 from ..sagemaker.metrics_log import MetricsLogger
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -131,6 +132,10 @@ class Trainer:
         self.channels_last = runtime.cuda or model.cpu_channels_last
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.winograd_layers = [] if runtime.cuda else use_winograd(self.model)
+        if self.winograd_layers and self.is_main:
+            log(f"CPU training: {len(self.winograd_layers)} 3x3 convolutions computed by Winograd F(4x4, 3x3) "
+                f"(same parameters and results to float32 rounding; fewer multiplications)")
         self.network: torch.nn.Module = self.model  # what the training step calls: the model, or DDP around it
         if self.collective.active:
             self.network = torch.nn.parallel.DistributedDataParallel(

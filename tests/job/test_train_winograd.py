@@ -1,0 +1,30 @@
+"""CPU training converts vgg-16's deep 3x3 layers to Winograd F(4x4, 3x3) convolutions, and the model
+it writes is an ordinary one: the server's eager model loads it and gives the trained model's outputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import make_job, run_train
+from sagedet.model.saved import load_detector
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_vgg16_job_on_the_cpu_trains_with_winograd_layers_and_writes_a_plain_model(tmp_path):
+    hyperparameters = {
+        "num_classes": "3", "num_training_samples": "4", "base_network": "vgg-16", "use_pretrained_model": "0",
+        "image_shape": "268", "epochs": "1", "mini_batch_size": "2", "optimizer": "sgd", "learning_rate": "0.001",
+    }
+    paths = make_job(tmp_path / "opt_ml", hyperparameters, train=4, validation=2)
+    result = run_train(paths)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # conv2_2 ... conv5_3 and the three extra 3x3 layers of SSD's vgg-16 (the heads have too few channels)
+    assert "CPU training: 10 3x3 convolutions computed by Winograd F(4x4, 3x3)" in result.stdout + result.stderr
+    model, _ = load_detector(paths.model_dir)
+    assert not any(type(m).__name__ == "WinogradConv2d" for m in model.modules())
+    images = torch.rand(1, 3, 268, 268)
+    with torch.no_grad():
+        logits, codes = model(images)
+    assert torch.isfinite(logits).all() and torch.isfinite(codes).all() and logits.std() > 0

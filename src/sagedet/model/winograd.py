@@ -24,10 +24,11 @@ Which layers pay (bench/checks/winograd_layers.py, one 2-core AVX2 CPU): the tra
 traffic proportional to C_in + C_out per tile, the multiply C_in x C_out, so layers with few
 channels lose (vgg-16's 64 channels at 300x300: 3.2x slower, 64→128 at 150x150: 1.1x) and deep
 ones win (vgg-16's 256 at 75x75: 0.6x of oneDNN's time, 512 at 38x38: 0.43-0.53x, 512 at 19x19:
-0.52-0.58x; resnet-50's 256 at 38x38: 0.50-0.55x, 128 at 38x38: 0.69x; 128 at 150x150 breaks even),
-and so do layers with few outputs (resnet-50's class head, 1024→84 at 38x38: 1.7x slower).
-:func:`eligible` takes a layer when it has at least 128 input and 128 output channels. Dilated layers are left to oneDNN: vgg-16's fc6 (dilation 6 at 19x19) computed as an
-undilated Winograd convolution over the 36 interleaved sub-grids took as long as oneDNN (1.01x).
+0.52-0.58x; resnet-50's 256 at 38x38: 0.50-0.55x, 128 at 38x38: 0.69x; 128 at 150x150 breaks even).
+Layers with few outputs lose too (resnet-50's class head, 1024→84 at 38x38: 1.7x slower).
+:func:`eligible` takes a layer when it has at least 128 input and 128 output channels. Dilated
+layers are left to oneDNN: vgg-16's fc6 (dilation 6 at 19x19) computed as an undilated Winograd
+convolution over the 36 interleaved sub-grids took as long as oneDNN (1.01x).
 """
 
 from __future__ import annotations

@@ -24,7 +24,9 @@ fused SGD; on the CPU in fp32, ours channels-last where the base network trains 
 computed by Winograd F(4x4, 3x3) (``sagedet.model.winograd``: vgg-16, resnet-50), torchvision's as
 torchvision runs (NCHW, torch's convolutions). The peer is built before ours is converted.
 
-Steps are timed with ``time.perf_counter()`` after the warm-up steps (CUDA synchronized). The output is markdown, to paste into docs/benchmarks.md; progress goes to stderr.
+Steps are timed with ``time.perf_counter()`` after the warm-up steps (CUDA synchronized); our step
+and torchvision's take turns, one step each per round, so that the shared machine's drifts in speed
+hit both alike (before 2026-11-21 23:50 UTC the two ran one after the other). The output is markdown, to paste into docs/benchmarks.md; progress goes to stderr.
 
     python bench/train_throughput.py [--networks vgg-16 resnet-50 mobilenet-v3] [--image-shapes 300 512]
         [--batch-size 8] [--steps 10] [--warmup 3] [--device cpu] [--threads N] [--workers N]
@@ -238,6 +240,27 @@ def images_per_second(step: Callable[[Any], None], inputs: Iterator[Any], batch_
     return steps * batch_size / elapsed, waiting / elapsed
 
 
+def alternating_images_per_second(runs: dict[str, tuple[Callable[[Any], None], Iterator[Any]]], batch_size: int,
+                                  warmup: int, steps: int, device: torch.device) -> dict[str, float]:
+    """images/s of several steps timed in turns, one step of each per round after ``warmup`` untimed
+    steps each, so that a drift of the shared machine's speed hits them alike."""
+    for step, inputs in runs.values():
+        for _ in range(warmup):
+            step(next(inputs))
+    seconds = dict.fromkeys(runs, 0.0)
+    for _ in range(steps):
+        for name, (step, inputs) in runs.items():
+            batch = next(inputs)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            started = time.perf_counter()
+            step(batch)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds[name] += time.perf_counter() - started
+    return {name: steps * batch_size / total for name, total in seconds.items()}
+
+
 def loader_inputs(dataset: DetectionDataset, batch_size: int, workers: int, device: torch.device) -> Iterator[Batch]:
     """Batches as the Trainer's DataLoader makes them, on the device. The workers start (fork) at the
     first batch, so the copy-on-write page faults that slow the next few steps fall in the warm-up."""
@@ -254,11 +277,12 @@ def measure(network: str, image_shape: int, args: argparse.Namespace, device: to
     batches = [to_device(b, device) for b in random_batches(4, args.batch_size, image_shape, args.num_classes)]
     timing = dict(batch_size=args.batch_size, warmup=args.warmup, steps=args.steps, device=device)
 
-    log(f"{network} at {image_shape}: our step")
-    ours_rate, _ = images_per_second(OursStepper(ours, device), itertools.cycle(batches), **timing)
-    log(f"{network} at {image_shape}: torchvision's step ({peer_name})")
-    peer_batches = [peer_inputs(b) for b in batches]
-    peer_rate, _ = images_per_second(PeerStepper(peer, device), itertools.cycle(peer_batches), **timing)
+    log(f"{network} at {image_shape}: our step and torchvision's ({peer_name}), taking turns")
+    rates = alternating_images_per_second({
+        "ours": (OursStepper(ours, device), itertools.cycle(batches)),
+        "peer": (PeerStepper(peer, device), itertools.cycle([peer_inputs(b) for b in batches])),
+    }, **timing)
+    ours_rate, peer_rate = rates["ours"], rates["peer"]
     del peer  # free its memory before the data-loading run
 
     log(f"{network} at {image_shape}: our step with data loading ({args.workers} workers)")

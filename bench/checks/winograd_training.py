@@ -1,0 +1,57 @@
+"""Training step with and without Winograd 3x3 layers, and torchvision's step for the same network,
+the three models' steps alternating in one process (so that drifts of the shared machine hit all):
+images/s and the ratio to ours without Winograd.
+
+    .venv/bin/python bench/checks/winograd_training.py NETWORK IMAGE_SHAPE ROUNDS
+"""
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from train_throughput import OursStepper, PeerStepper, Stepper, peer_inputs, random_batches, torchvision_peer  # noqa: E402,E501
+
+from sagedet.model.ssd import build_ssd  # noqa: E402
+
+
+class WithoutWinograd(Stepper):
+    """Our step as before Winograd: torch's convolutions everywhere."""
+
+    losses = OursStepper.losses
+
+
+def main() -> None:
+    network, size, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    cpu = torch.device("cpu")
+    batches = random_batches(2, 8, size, 20)
+    steppers, inputs = {}, {}
+    for name, kind in (("torch convolutions", WithoutWinograd), ("Winograd 3x3 layers", OursStepper)):
+        torch.manual_seed(0)
+        model = build_ssd(network, 20, size)
+        if kind is WithoutWinograd:
+            peer, peer_name = torchvision_peer(network, model)
+            steppers[f"torchvision ({peer_name})"] = PeerStepper(peer, cpu)
+            inputs[f"torchvision ({peer_name})"] = [peer_inputs(b) for b in batches]
+        steppers[name] = kind(model, cpu)
+        inputs[name] = batches
+    for name, step in steppers.items():
+        step(inputs[name][0])  # warm-up
+    seconds = {name: [] for name in steppers}
+    for r in range(rounds):
+        for name, step in steppers.items():
+            started = time.perf_counter()
+            step(inputs[name][r % 2])
+            seconds[name].append(time.perf_counter() - started)
+    base = statistics.median(seconds["torch convolutions"])
+    for name, values in seconds.items():
+        median = statistics.median(values)
+        print(f"{network} {size} batch 8 | {name} | {8 / median:.3f} images/s | {base / median:.2f}x | "
+              f"steps {', '.join(f'{v:.2f}' for v in values)} s")
+
+
+if __name__ == "__main__":
+    main()

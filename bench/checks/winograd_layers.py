@@ -15,14 +15,12 @@ import sys
 from pathlib import Path
 
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from inference_latency import timed  # noqa: E402
 
-
 from sagedet.model.ssd import build_ssd  # noqa: E402
-from sagedet.model.winograd import WinogradConv2d, eligible  # noqa: E402
+from sagedet.model.winograd import computable, convert, eligible  # noqa: E402
 
 
 def main() -> None:
@@ -45,8 +43,7 @@ def main() -> None:
         return hook
 
     for name, module in model.named_modules():
-        if (isinstance(module, nn.Conv2d) and module.kernel_size == (3, 3) and module.stride == (1, 1)
-                and module.groups == 1 and module.padding == (1, 1) and module.dilation == (1, 1)):
+        if computable(module):
             hooks.append(module.register_forward_hook(record(name)))
     with torch.no_grad():
         model(torch.rand(1, 3, args.image_shape, args.image_shape))
@@ -60,9 +57,7 @@ def main() -> None:
     total_direct = total_chosen = 0.0
     for name, shape in shapes.items():
         conv = modules[name]
-        fast = copy.deepcopy(conv)
-        fast.__class__ = WinogradConv2d
-        fast._cached = None
+        fast = convert(copy.deepcopy(conv))
         x = torch.randn(args.batch, *shape[1:]).contiguous(memory_format=torch.channels_last)
         if args.backward:
             x.requires_grad_(True)
@@ -72,7 +67,8 @@ def main() -> None:
                 module(x).backward(grad)
                 module.zero_grad(set_to_none=True)
                 x.grad = None
-            direct, winograd = timed(lambda: run(conv), args.iterations, 1)[0], timed(lambda: run(fast), args.iterations, 1)[0]
+            direct = timed(lambda: run(conv), args.iterations, 1)[0]
+            winograd = timed(lambda: run(fast), args.iterations, 1)[0]
         else:
             with torch.no_grad():
                 direct = timed(lambda: conv(x), args.iterations, 1)[0]

@@ -18,7 +18,8 @@ the class of eligible ``nn.Conv2d`` modules in place, keeping their parameters, 
 names and identity (the base network's layer map used by ``freeze_layer_pattern`` still holds them).
 
 Used by the server's ``winograd`` inference path and by training on the CPU (a whole training step
-1.15x faster for vgg-16 and 1.32x for resnet-50 at 300 px, batch 8, on the development machine).
+1.10-1.15x faster for vgg-16 and 1.16-1.32x for resnet-50 at 300 px, batch 8, in A/B runs on the
+development machine; bench/checks/winograd_training.py).
 
 Which layers pay (bench/checks/winograd_layers.py, one 2-core AVX2 CPU): the transforms cost memory
 traffic proportional to C_in + C_out per tile, the multiply C_in x C_out, so layers with few
@@ -63,8 +64,9 @@ _AT = [[1, 1, 1, 1, 1, 0],
        [0, 1, 1, 4, 4, 0],
        [0, 1, -1, 8, -8, 1]]
 TILE = 4  # output tile side
-_BIAS_POSITION = 1 * 6 + 1
 _INPUT_TILE = 6
+_POSITIONS = _INPUT_TILE * _INPUT_TILE  # positions in an input tile: the batch of the tile products
+_BIAS_POSITION = 1 * _INPUT_TILE + 1
 
 
 @functools.lru_cache(maxsize=None)
@@ -84,14 +86,14 @@ def transform_weight(weight: Tensor) -> Tensor:
     """(C_out, C_in, 3, 3) → U (36, C_in, C_out) = G g G^T per channel pair, differentiable."""
     c_out, c_in = weight.shape[:2]
     _, g, _ = _matrices(weight.dtype, weight.device)
-    return torch.einsum("ai,oxij,bj->abxo", g, weight, g).reshape(_INPUT_TILE * _INPUT_TILE, c_in, c_out)
+    return torch.einsum("ai,oxij,bj->abxo", g, weight, g).reshape(_POSITIONS, c_in, c_out)
 
 
 def _tiles(padded: Tensor) -> Tensor:
     """The overlapping 6x6 input tiles, 4 cells apart, of a padded map (N, C, 4·th + 2, 4·tw + 2),
     laid out for the transform: (36, N·th·tw·C)."""
     tiles = padded.unfold(2, _INPUT_TILE, TILE).unfold(3, _INPUT_TILE, TILE)  # N, C, th, tw, 6, 6
-    return tiles.permute(4, 5, 0, 2, 3, 1).reshape(36, -1)
+    return tiles.permute(4, 5, 0, 2, 3, 1).reshape(_POSITIONS, -1)
 
 
 class _Tiles(torch.autograd.Function):
@@ -134,13 +136,13 @@ def winograd_conv3x3(x: Tensor, u: Tensor, bias: Tensor | None = None) -> Tensor
         tiles = _Tiles.apply(padded)
     else:
         tiles = _tiles(padded)
-    v = (input_transform @ tiles).view(36, n * tiles_h * tiles_w, c_in)
+    v = (input_transform @ tiles).view(_POSITIONS, n * tiles_h * tiles_w, c_in)
     m = torch.bmm(v, u)  # 36, tiles, C_out
     if bias is not None:
         # Column 1 of A^T is all ones, so adding b at tile position (1, 1) adds b to all 16
         # outputs of the tile: the bias costs 1/16 of a pass over the output instead of a pass.
         m[_BIAS_POSITION].add_(bias)
-    y = (output_transform @ m.view(36, -1)).view(TILE, TILE, n, tiles_h, tiles_w, c_out)
+    y = (output_transform @ m.view(_POSITIONS, -1)).view(TILE, TILE, n, tiles_h, tiles_w, c_out)
     y = y.permute(2, 3, 0, 4, 1, 5).reshape(n, TILE * tiles_h, TILE * tiles_w, c_out)
     if TILE * tiles_h != h or TILE * tiles_w != w:
         y = y[:, :h, :w].contiguous()
@@ -170,44 +172,48 @@ class WinogradConv2d(nn.Conv2d):
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[2] * x.shape[3] < MIN_MAP_CELLS:
             return super().forward(x)
-        weight = self.weight.to(x.dtype) if self.weight.dtype != x.dtype else self.weight
+        weight = self.weight.to(x.dtype)
         if torch.is_grad_enabled() and weight.requires_grad:
             u = transform_weight(weight)
         else:
-            # Inference tensors (made under torch.inference_mode) cannot be used where autograd
-            # records, so the mode is part of the key.
-            # Inference tensors have no version counter; made in inference mode, they are not
-            # updated in place by training.
+            # A weight made in inference mode is an inference tensor: it has no version counter
+            # (and training does not update it in place), and what is computed from it must not
+            # reach autograd later, so the mode is part of the key.
             version = -1 if self.weight.is_inference() else self.weight._version
             key = (version, self.weight.data_ptr(), x.dtype, torch.is_inference_mode_enabled())
-            cached = getattr(self, "_cached", None)
-            if cached is None or cached[0] != key:
-                u = _untraced_transform(weight)
-                self._cached = (key, u)
-            else:
-                u = cached[1]
+            if self._cached is None or self._cached[0] != key:
+                self._cached = (key, _untraced_transform(weight))
+            u = self._cached[1]
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return winograd_conv3x3(x, u, bias)
 
 
+def computable(conv: nn.Module) -> bool:
+    """Whether ``conv`` is a plain ``nn.Conv2d`` that :class:`WinogradConv2d` computes: 3x3, stride
+    1, padding 1, no dilation, one group, zero padding."""
+    return (type(conv) is nn.Conv2d and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+            and conv.groups == 1 and conv.dilation == (1, 1) and conv.padding == (1, 1)
+            and conv.padding_mode == "zeros")
+
+
 def eligible(conv: nn.Module) -> bool:
     """Whether ``conv`` is a convolution Winograd F(4x4, 3x3) computes exactly and faster."""
-    if type(conv) is not nn.Conv2d:
-        return False
-    shape_ok = (conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.groups == 1
-                and conv.dilation == (1, 1) and conv.padding == (1, 1) and conv.padding_mode == "zeros")
-    if not shape_ok:
-        return False
-    return min(conv.in_channels, conv.out_channels) >= MIN_CHANNELS
+    return computable(conv) and min(conv.in_channels, conv.out_channels) >= MIN_CHANNELS
+
+
+def convert(conv: nn.Conv2d) -> WinogradConv2d:
+    """``conv`` itself, made a :class:`WinogradConv2d` (same parameters, same object)."""
+    conv.__class__ = WinogradConv2d
+    conv._cached = None
+    return conv
 
 
 def use_winograd(model: nn.Module) -> list[str]:
-    """Turn every eligible convolution of ``model`` into a :class:`WinogradConv2d` in place (same
-    parameters, same object); returns their names. For the CPU: CUDA has cuDNN's own algorithms."""
+    """Convert every eligible convolution of ``model`` in place; returns their names. For the CPU:
+    CUDA has cuDNN's own algorithms."""
     names = []
     for name, module in model.named_modules():
         if eligible(module):
-            module.__class__ = WinogradConv2d
-            module._cached = None
+            convert(module)
             names.append(name)
     return names

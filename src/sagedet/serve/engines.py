@@ -43,6 +43,7 @@ from torch import Tensor
 from sagedet.errors import ConfigError
 from sagedet.model.precision import amp_dtype
 from sagedet.model.ssd import SSDDetector
+from sagedet.model.winograd import MIN_CHANNELS, eligible, use_winograd
 
 ONNX_FILE = "model.onnx"
 PROBE_ROUNDS = 5
@@ -99,8 +100,6 @@ def torchscript_path(model: SSDDetector, device: torch.device) -> Graph:
 
 
 def winograd_path(model: SSDDetector, device: torch.device) -> Graph:
-    from sagedet.model.winograd import use_winograd
-
     converted = copy.deepcopy(model)
     use_winograd(converted)
     return torchscript_path(converted, device)
@@ -116,8 +115,6 @@ def onnxruntime_path(model: SSDDetector, model_dir: Path, threads: int | None) -
 def available_paths(device: torch.device, model: SSDDetector) -> list[str]:
     """The paths this worker can build: winograd needs the CPU and eligible layers, onnxruntime the
     CPU and the package."""
-    from sagedet.model.winograd import eligible
-
     names = ["eager", "torchscript"]
     if device.type == "cpu":
         if any(eligible(module) for module in model.modules()):
@@ -137,8 +134,8 @@ def build_engine(choice: str, model: SSDDetector, model_dir: Path, device: torch
     if choice != "auto" and choice not in names:
         why = {"onnxruntime": "it needs the CPU and the onnxruntime package (pip install "
                               "'sagedet[onnxruntime]')",
-               "winograd": "it needs the CPU and 3x3 convolutions with 128 or more channels in and out "
-                           "(vgg-16, resnet-50)"}.get(choice, "unknown path")
+               "winograd": f"it needs the CPU and 3x3 convolutions with {MIN_CHANNELS} or more channels in "
+                           "and out (vgg-16, resnet-50)"}.get(choice, "unknown path")
         raise ConfigError(f"SAGEDET_INFERENCE_PATH={choice}: not available in this worker: {why}; "
                           f"available: auto, {', '.join(names)}")
     builders: dict[str, Callable[[], Graph]] = {

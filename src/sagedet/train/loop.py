@@ -132,9 +132,9 @@ class Trainer:
         self.channels_last = runtime.cuda or model.cpu_channels_last
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.winograd_layers = [] if runtime.cuda else use_winograd(self.model)
-        if self.winograd_layers and self.is_main:
-            log(f"CPU training: {len(self.winograd_layers)} 3x3 convolutions computed by Winograd F(4x4, 3x3) "
+        winograd_layers = [] if runtime.cuda else use_winograd(self.model)
+        if winograd_layers and self.is_main:
+            log(f"CPU training: {len(winograd_layers)} 3x3 convolutions computed by Winograd F(4x4, 3x3) "
                 f"(same parameters and results to float32 rounding; fewer multiplications)")
         self.network: torch.nn.Module = self.model  # what the training step calls: the model, or DDP around it
         if self.collective.active:

@@ -324,6 +324,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="DataLoader workers for the data-loading figure (default: as the job, min(4, cores))")
     args = parser.parse_args(argv)
     cuda = torch.device(args.device).type == "cuda"
+    if cuda and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available on this machine")
     defaults = {"batch_size": (8, 32), "steps": (10, 50), "warmup": (3, 10)}
     for name, (cpu_value, cuda_value) in defaults.items():
         if getattr(args, name) is None:

@@ -4,7 +4,9 @@ or forward + backward (training), on the input shapes the layer sees in the SSD 
 behind ``sagedet.model.winograd.eligible``'s rule; the ``rule`` column says what it chose.
 
     python bench/checks/winograd_layers.py [--network vgg-16] [--image-shape 300] [--batch 1]
-        [--backward] [--iterations 5] [--threads N]
+        [--backward] [--iterations 5] [--threads N] [--chunk TILE_CHANNELS]
+
+``--chunk`` overrides ``sagedet.model.winograd.CHUNK`` (a huge value: every batch in one piece).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from inference_latency import timed  # noqa: E402
 
+from sagedet.model import winograd as winograd_module  # noqa: E402
 from sagedet.model.ssd import build_ssd  # noqa: E402
 from sagedet.model.winograd import computable, convert, eligible  # noqa: E402
 
@@ -31,7 +34,9 @@ def main() -> None:
     parser.add_argument("--backward", action="store_true", help="time forward + backward (training)")
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--chunk", type=int, default=winograd_module.CHUNK, help="tiles x channels per Winograd call")
     args = parser.parse_args()
+    winograd_module.CHUNK = args.chunk
     torch.set_num_threads(args.threads)
     model = build_ssd(args.network, 20, args.image_shape).eval()
     shapes: dict[str, tuple[int, ...]] = {}
@@ -51,7 +56,7 @@ def main() -> None:
         hook.remove()
     modules = dict(model.named_modules())
     print(f"{args.network} at {args.image_shape}, batch {args.batch}, "
-          f"{'forward + backward' if args.backward else 'forward'}, {args.threads} threads")
+          f"{'forward + backward' if args.backward else 'forward'}, {args.threads} threads, chunk {args.chunk}")
     print("| layer | C_in | C_out | map | dilation | oneDNN ms | Winograd ms | ratio | rule |")
     print("|---|---|---|---|---|---|---|---|---|")
     total_direct = total_chosen = 0.0

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sagedet.model import winograd
 from sagedet.model.ssd import build_ssd
 from sagedet.model.winograd import MIN_MAP_CELLS, WinogradConv2d, eligible, use_winograd
 
@@ -38,6 +39,29 @@ def test_values_and_gradients_equal_torch_convolution_in_float64(c_in, c_out, he
     grad = torch.randn_like(expected)
     wanted = torch.autograd.grad(expected, [x, conv.weight] + ([conv.bias] if bias else []), grad)
     found = torch.autograd.grad(got, [x, fast.weight] + ([fast.bias] if bias else []), grad)
+    for a, b in zip(found, wanted):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("images_per_chunk", [1, 2])
+def test_a_batch_over_the_chunk_goes_in_whole_image_chunks_with_the_same_values_and_gradients(
+        images_per_chunk, monkeypatch):
+    torch.manual_seed(2)
+    conv = nn.Conv2d(200, 160, 3, padding=1).double()
+    fast = converted(conv)
+    # 17x23 is 5x6 tiles; the larger channel count is 200: 6,000 tile-channels an image
+    monkeypatch.setattr(winograd, "CHUNK", 6000 * images_per_chunk + 1)
+    calls = []
+    original = winograd._winograd_conv3x3
+    monkeypatch.setattr(winograd, "_winograd_conv3x3", lambda x, *a: calls.append(len(x)) or original(x, *a))
+    x = torch.randn(5, 200, 17, 23, dtype=torch.float64, requires_grad=True)
+    expected, got = conv(x), fast(x)
+    assert calls == [images_per_chunk] * (5 // images_per_chunk) + [5 % images_per_chunk] * (5 % images_per_chunk > 0)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    grad = torch.randn_like(expected)
+    wanted = torch.autograd.grad(expected, [x, conv.weight, conv.bias], grad)
+    found = torch.autograd.grad(got, [x, fast.weight, fast.bias], grad)
     for a, b in zip(found, wanted):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
@@ -144,6 +168,18 @@ def test_traced_and_frozen_graph_holds_the_transformed_weight_as_a_constant():
         frozen = torch.jit.freeze(torch.jit.trace(conv, x))
         assert "einsum" not in str(frozen.graph)  # not recomputed on every call
         torch.testing.assert_close(frozen(x), conv(x))
+
+
+def test_a_traced_graph_serves_any_batch_size_whatever_the_chunk(monkeypatch):
+    monkeypatch.setattr(winograd, "CHUNK", 1)  # eagerly, one image a chunk
+    conv = converted(nn.Conv2d(128, 128, 3, padding=1)).eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        frozen = torch.jit.freeze(torch.jit.trace(conv, torch.randn(2, 128, 20, 20)))
+        for batch in (1, 3, 5):
+            x = torch.randn(batch, 128, 20, 20)
+            torch.testing.assert_close(frozen(x), F.conv2d(x, conv.weight, conv.bias, padding=1),
+                                       rtol=1e-4, atol=1e-4)
 
 
 def test_converted_vgg16_detector_gives_the_same_outputs():

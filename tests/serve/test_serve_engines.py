@@ -13,7 +13,9 @@ from trained_like import write_model as write_trained_like
 from sagedet.errors import ConfigError
 from sagedet.export.writer import TOLERANCE
 from sagedet.model.saved import load_detector
+from sagedet.serve import engines
 from sagedet.serve.engines import available_paths, build_engine
+from sagedet.serve.predictor import Batching, Predictor
 
 CPU = torch.device("cpu")
 
@@ -59,6 +61,21 @@ def test_auto_measures_every_available_path_and_keeps_the_fastest(model_dir: Pat
     assert all(ms > 0 for ms in engine.timings.values())
     assert engine.timings[engine.name] == min(engine.timings.values())
     assert engine.describe().startswith(f"{engine.name} path (measured per image: eager ")
+
+
+def test_auto_measures_on_the_largest_batch_the_worker_will_run(model_dir: Path, monkeypatch):
+    seen = []
+    original = engines.measure
+
+    def measure(graphs, image_shape, device, batch=1):
+        seen.append(batch)
+        return original(graphs, image_shape, device, batch=batch)
+    monkeypatch.setattr(engines, "measure", measure)
+    batched = Predictor.load(model_dir, "cpu", batching=Batching(max_size=4, max_delay=0.01))
+    alone = Predictor.load(model_dir, "cpu")
+    assert seen == [4, 1]
+    assert "measured per image in batches of 4: eager " in batched.describe()
+    assert "measured per image: eager " in alone.describe()
 
 
 def test_onnxruntime_without_the_package_is_refused_with_the_way_to_get_it(model_dir: Path, monkeypatch):

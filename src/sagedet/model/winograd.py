@@ -17,9 +17,9 @@ and the weights stay the convolution's own ``weight`` and ``bias``: :func:`use_w
 the class of eligible ``nn.Conv2d`` modules in place, keeping their parameters, state-dict keys,
 names and identity (the base network's layer map used by ``freeze_layer_pattern`` still holds them).
 
-Used by the server's ``winograd`` inference path and by training on the CPU (a whole training step
-1.10-1.15x faster for vgg-16 and 1.16-1.32x for resnet-50 at 300 px, batch 8, in A/B runs on the
-development machine; bench/checks/winograd_training.py).
+Used by the server's ``winograd`` inference path and by training on the CPU (a whole training step,
+batch 8, 1.37x (300 px) and 1.35x (512 px) faster than with torch's convolutions for vgg-16, 1.16x
+and 1.14x for resnet-50, in A/B runs on the development machine; bench/checks/winograd_training.py).
 
 Which layers pay (bench/checks/winograd_layers.py, one 2-core AVX2 CPU): the transforms cost memory
 traffic proportional to C_in + C_out per tile, the multiply C_in x C_out, so layers with few
@@ -42,6 +42,14 @@ from torch import Tensor, nn
 
 MIN_CHANNELS = 128
 """A layer is converted when both its input and output channels reach this (the module's docstring)."""
+CHUNK = 128 * 1024
+"""The most tiles × channels (the larger of in and out) one call transforms and multiplies: a larger
+batch goes in chunks of whole images, so that each chunk's transformed tiles (36 positions × CHUNK
+floats, 18 MiB) stay in the CPU's caches. At batch 8, vgg-16 at 300 px on the 2-core AVX2 machine
+(bench/checks/winograd_layers.py --batch 8, with and without chunks): conv2_2 (128 channels at
+150x150, one image a chunk) 550 -> 257 ms (oneDNN 307), conv3_2 (256 at 75x75) 300 -> 146 ms,
+conv4_2 (512 at 38x38, two images a chunk) 188 -> 133 ms; the 19x19 layers fit whole. Unchunked,
+the whole batch's tiles did not fit and the layers ran at 0.95x oneDNN's time instead of 0.66x."""
 MIN_MAP_CELLS = 16 * 16
 """Smaller maps go to oneDNN: few tiles, and the ones on the edge mostly padding (at 10x10, 1.24x
 oneDNN's time; at 19x19, 0.52-0.75x)."""
@@ -126,7 +134,17 @@ class _Tiles(torch.autograd.Function):
 def winograd_conv3x3(x: Tensor, u: Tensor, bias: Tensor | None = None) -> Tensor:
     """3x3 convolution, stride 1, padding 1 (output the size of the input) of x (N, C_in, H, W) with
     the transformed weight ``u`` from :func:`transform_weight`. The result is channels-last in
-    memory, as every tile is produced with all its output channels together."""
+    memory, as every tile is produced with all its output channels together. A batch whose tiles
+    would exceed :data:`CHUNK` is computed in chunks of whole images (not while tracing: a traced
+    graph would keep the example's number of chunks for every batch size)."""
+    tiles = -(-x.shape[2] // TILE) * -(-x.shape[3] // TILE)
+    images = max(1, CHUNK // (tiles * max(x.shape[1], u.shape[2])))
+    if x.shape[0] <= images or torch.jit.is_tracing():
+        return _winograd_conv3x3(x, u, bias)
+    return torch.cat([_winograd_conv3x3(chunk, u, bias) for chunk in x.split(images)])
+
+
+def _winograd_conv3x3(x: Tensor, u: Tensor, bias: Tensor | None) -> Tensor:
     n, c_in, h, w = x.shape
     c_out = u.shape[2]
     input_transform, _, output_transform = _matrices(x.dtype, x.device)

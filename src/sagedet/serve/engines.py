@@ -20,10 +20,13 @@ onnxruntime     ONNX Runtime's CPU provider (graph optimizations on) running ``m
 =============== ==================================================================================
 
 ``SAGEDET_INFERENCE_PATH=auto`` (the default) builds every path the worker has and keeps the
-fastest: each runs a one-image batch ``PROBE_ROUNDS`` times, the paths taking turns, after one
-untimed call each; the lowest median wins. Which wins depends on the network, the machine and the
-run (docs/benchmarks.md has this project's 2-core AVX2 CPU); measuring at start keeps the choice
-right on other hardware. A path that fails to build is left out and named in the worker's log line.
+fastest: each runs a batch ``PROBE_ROUNDS`` times, the paths taking turns, after one untimed call
+each; the lowest median wins. The batch is one image, or with request batching on the largest batch
+the worker will run (the order can change with the batch: on the development CPU the winograd path
+won vgg-16 at one image and ONNX Runtime at eight, bench/inference_throughput.py). Which wins
+depends on the network, the machine and the run (docs/benchmarks.md has this project's 2-core AVX2
+CPU); measuring at start keeps the choice right on other hardware. A path that fails to build is
+left out and named in the worker's log line.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ class Engine:
     run: Graph
     timings: dict[str, float] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # paths that could not be built, and why
+    probe_batch: int = 1  # the batch size the timings were measured on
 
     def __call__(self, images: Tensor) -> tuple[Tensor, Tensor]:
         return self.run(images)
@@ -66,7 +70,8 @@ class Engine:
     def describe(self) -> str:
         measured = ", ".join(f"{name} {ms:.1f} ms" for name, ms in self.timings.items())
         failed = "".join(f"; {name} could not be built ({why})" for name, why in self.failed.items())
-        return f"{self.name} path" + (f" (measured per image: {measured}{failed})" if measured else "")
+        on = f" in batches of {self.probe_batch}" if self.probe_batch > 1 else ""
+        return f"{self.name} path" + (f" (measured per image{on}: {measured}{failed})" if measured else "")
 
 
 def _autocast(device: torch.device):
@@ -128,8 +133,9 @@ def available_paths(device: torch.device, model: SSDDetector) -> list[str]:
 
 
 def build_engine(choice: str, model: SSDDetector, model_dir: Path, device: torch.device,
-                 threads: int | None = None) -> Engine:
-    """The path ``choice`` names, or with ``auto`` the fastest path measured here."""
+                 threads: int | None = None, probe_batch: int = 1) -> Engine:
+    """The path ``choice`` names, or with ``auto`` the fastest path measured here on batches of
+    ``probe_batch`` images."""
     names = available_paths(device, model)
     if choice != "auto" and choice not in names:
         why = {"onnxruntime": "it needs the CPU and the onnxruntime package (pip install "
@@ -154,16 +160,16 @@ def build_engine(choice: str, model: SSDDetector, model_dir: Path, device: torch
             if name == "eager":
                 raise
             failed[name] = f"{type(error).__name__}: {error}"
-    timings = measure(graphs, model.image_shape, device)
+    timings = measure(graphs, model.image_shape, device, batch=probe_batch)
     best = min(timings, key=timings.get)
-    return Engine(best, graphs[best], timings, failed)
+    return Engine(best, graphs[best], timings, failed, probe_batch)
 
 
 @torch.inference_mode()
 def measure(graphs: dict[str, Graph], image_shape: int, device: torch.device,
-            rounds: int = PROBE_ROUNDS) -> dict[str, float]:
-    """Median milliseconds of each graph on one image, the graphs taking turns."""
-    image = torch.rand(1, 3, image_shape, image_shape, generator=torch.Generator().manual_seed(0)).to(device)
+            rounds: int = PROBE_ROUNDS, batch: int = 1) -> dict[str, float]:
+    """Median milliseconds per image of each graph on a batch of ``batch`` images, the graphs taking turns."""
+    image = torch.rand(batch, 3, image_shape, image_shape, generator=torch.Generator().manual_seed(0)).to(device)
     seconds: dict[str, list[float]] = {name: [] for name in graphs}
     for name, graph in graphs.items():
         graph(image)  # untimed: first calls allocate, tune and (TorchScript) optimize
@@ -175,4 +181,4 @@ def measure(graphs: dict[str, Graph], image_shape: int, device: torch.device,
             scores, _ = graph(image)
             scores.sum().item()  # waits for the device
             seconds[name].append(time.perf_counter() - started)
-    return {name: statistics.median(values) * 1000 for name, values in seconds.items()}
+    return {name: statistics.median(values) * 1000 / batch for name, values in seconds.items()}

@@ -102,7 +102,8 @@ class Predictor:
         model.eval().to(target)
         if target.type == "cuda":
             torch.backends.cudnn.benchmark = True  # one input shape
-        engine = build_engine(inference_path, model, Path(model_dir), target, threads)
+        engine = build_engine(inference_path, model, Path(model_dir), target, threads,
+                              probe_batch=batching.max_size if batching else 1)
         predictor = cls(model, metadata, target, engine, decode_slots, batching)
         if warm_up:
             side = predictor.image_shape

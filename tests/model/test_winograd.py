@@ -170,12 +170,13 @@ def test_traced_and_frozen_graph_holds_the_transformed_weight_as_a_constant():
         torch.testing.assert_close(frozen(x), conv(x))
 
 
-def test_a_traced_graph_serves_any_batch_size_whatever_the_chunk(monkeypatch):
+def test_a_traced_graph_splits_any_batch_size_into_chunks(monkeypatch):
     monkeypatch.setattr(winograd, "CHUNK", 1)  # eagerly, one image a chunk
     conv = converted(nn.Conv2d(128, 128, 3, padding=1)).eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         frozen = torch.jit.freeze(torch.jit.trace(conv, torch.randn(2, 128, 20, 20)))
+        assert "prim::Loop" in str(frozen.graph)  # the chunks are a loop in the graph, not unrolled
         for batch in (1, 3, 5):
             x = torch.randn(batch, 128, 20, 20)
             torch.testing.assert_close(frozen(x), F.conv2d(x, conv.weight, conv.bias, padding=1),

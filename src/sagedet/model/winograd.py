@@ -35,6 +35,7 @@ convolution over the 36 interleaved sub-grids took as long as oneDNN (1.01x).
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -100,8 +101,8 @@ def transform_weight(weight: Tensor) -> Tensor:
 def _tiles(padded: Tensor) -> Tensor:
     """The overlapping 6x6 input tiles, 4 cells apart, of a padded map (N, C, 4·th + 2, 4·tw + 2),
     laid out for the transform: (36, N·th·tw·C)."""
-    tiles = padded.unfold(2, _INPUT_TILE, TILE).unfold(3, _INPUT_TILE, TILE)  # N, C, th, tw, 6, 6
-    return tiles.permute(4, 5, 0, 2, 3, 1).reshape(_POSITIONS, -1)
+    tiles = padded.unfold(2, 6, 4).unfold(3, 6, 4)  # N, C, th, tw, 6, 6 (literals: see _winograd_conv3x3)
+    return tiles.permute(4, 5, 0, 2, 3, 1).reshape(36, -1)
 
 
 class _Tiles(torch.autograd.Function):
@@ -135,36 +136,62 @@ def winograd_conv3x3(x: Tensor, u: Tensor, bias: Tensor | None = None) -> Tensor
     """3x3 convolution, stride 1, padding 1 (output the size of the input) of x (N, C_in, H, W) with
     the transformed weight ``u`` from :func:`transform_weight`. The result is channels-last in
     memory, as every tile is produced with all its output channels together. A batch whose tiles
-    would exceed :data:`CHUNK` is computed in chunks of whole images (not while tracing: a traced
-    graph would keep the example's number of chunks for every batch size)."""
+    would exceed :data:`CHUNK` is computed in chunks of whole images; while tracing, the chunking is
+    recorded as a TorchScript loop, so that the graph splits any batch size it is given."""
+    input_transform, _, output_transform = _matrices(x.dtype, x.device)
     tiles = -(-x.shape[2] // TILE) * -(-x.shape[3] // TILE)
     images = max(1, CHUNK // (tiles * max(x.shape[1], u.shape[2])))
-    if x.shape[0] <= images or torch.jit.is_tracing():
-        return _winograd_conv3x3(x, u, bias)
-    return torch.cat([_winograd_conv3x3(chunk, u, bias) for chunk in x.split(images)])
+    if torch.jit.is_tracing():
+        return _scripted_in_chunks()(x, u, bias, input_transform, output_transform, images)
+    if x.shape[0] <= images:
+        return _winograd_conv3x3(x, u, bias, input_transform, output_transform)
+    return _in_chunks(x, u, bias, input_transform, output_transform, images)
 
 
-def _winograd_conv3x3(x: Tensor, u: Tensor, bias: Tensor | None) -> Tensor:
-    n, c_in, h, w = x.shape
+def _in_chunks(x: Tensor, u: Tensor, bias: Optional[Tensor], input_transform: Tensor, output_transform: Tensor,
+               images: int) -> Tensor:
+    return torch.cat([_winograd_conv3x3(chunk, u, bias, input_transform, output_transform)
+                      for chunk in x.split(images)])
+
+
+@functools.lru_cache(maxsize=None)
+def _scripted_in_chunks():
+    return torch.jit.script(_in_chunks)
+
+
+@torch.jit.ignore
+def _tiles_for_autograd(padded):  # unannotated: TorchScript takes Tensor -> Tensor (string annotations fail here)
+    return _Tiles.apply(padded)
+
+
+def _winograd_conv3x3(x: Tensor, u: Tensor, bias: Optional[Tensor], input_transform: Tensor,
+                      output_transform: Tensor) -> Tensor:
+    """One chunk. Written for TorchScript too, as is :func:`_tiles` (typing.Optional; TorchScript
+    reads no int globals, so the tile sizes are the literals of TILE, _INPUT_TILE, _POSITIONS and
+    _BIAS_POSITION)."""
+    tile, positions, bias_position = 4, 36, 7
+    n, c_in, h, w = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
     c_out = u.shape[2]
-    input_transform, _, output_transform = _matrices(x.dtype, x.device)
-    tiles_h, tiles_w = -(-h // TILE), -(-w // TILE)
-    padded = F.pad(x, (1, TILE * tiles_w + 1 - w, 1, TILE * tiles_h + 1 - h))
+    tiles_h, tiles_w = -(-h // tile), -(-w // tile)
+    padded = F.pad(x, [1, tile * tiles_w + 1 - w, 1, tile * tiles_h + 1 - h])
     if torch.is_grad_enabled() and padded.requires_grad:
-        tiles = _Tiles.apply(padded)
+        tiles = _tiles_for_autograd(padded)
     else:
         tiles = _tiles(padded)
-    v = (input_transform @ tiles).view(_POSITIONS, n * tiles_h * tiles_w, c_in)
+    v = (input_transform @ tiles).view(positions, n * tiles_h * tiles_w, c_in)
     m = torch.bmm(v, u)  # 36, tiles, C_out
     if bias is not None:
         # Column 1 of A^T is all ones, so adding b at tile position (1, 1) adds b to all 16
         # outputs of the tile: the bias costs 1/16 of a pass over the output instead of a pass.
-        m[_BIAS_POSITION].add_(bias)
-    y = (output_transform @ m.view(_POSITIONS, -1)).view(TILE, TILE, n, tiles_h, tiles_w, c_out)
-    y = y.permute(2, 3, 0, 4, 1, 5).reshape(n, TILE * tiles_h, TILE * tiles_w, c_out)
-    if TILE * tiles_h != h or TILE * tiles_w != w:
+        m[bias_position].add_(bias)
+    y = (output_transform @ m.view(positions, -1)).view(tile, tile, n, tiles_h, tiles_w, c_out)
+    y = y.permute(2, 3, 0, 4, 1, 5).reshape(n, tile * tiles_h, tile * tiles_w, c_out)
+    if tile * tiles_h != h or tile * tiles_w != w:
         y = y[:, :h, :w].contiguous()
     return y.permute(0, 3, 1, 2)
+
+
+assert (TILE, _INPUT_TILE, _POSITIONS, _BIAS_POSITION) == (4, 6, 36, 7)  # the literals above
 
 
 def _untraced_transform(weight: Tensor) -> Tensor:

@@ -20,7 +20,8 @@ import torch._inductor.config as inductor_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from inference_latency import randomize  # noqa: E402
-from train_throughput import OursStepper, PeerStepper, peer_inputs, random_batches, torchvision_peer  # noqa: E402
+from train_throughput import OursStepper  # noqa: E402
+from winograd_training import build_steppers, timed_rounds  # noqa: E402
 
 from sagedet.model.ssd import build_ssd  # noqa: E402
 from sagedet.model.winograd import use_winograd  # noqa: E402
@@ -71,29 +72,14 @@ class CompiledStepper(OursStepper):
 
 
 def training(network: str, size: int, rounds: int) -> None:
-    cpu = torch.device("cpu")
-    batches = random_batches(2, 8, size, 20)
-    steppers, inputs = {}, {}
-    for name, kind in (("ours", OursStepper), ("ours compiled", CompiledStepper)):
-        torch.manual_seed(0)
-        model = build_ssd(network, 20, size)
-        if kind is OursStepper:
-            peer, _ = torchvision_peer(network, model)
-            steppers["torchvision"] = PeerStepper(peer, cpu)
-            inputs["torchvision"] = [peer_inputs(b) for b in batches]
-        steppers[name] = kind(model, cpu)
-        inputs[name] = batches
+    steppers, inputs = build_steppers(network, size, [("ours", OursStepper), ("ours compiled", CompiledStepper)],
+                                      peer_label="torchvision")
     for name, step in steppers.items():
         started = time.perf_counter()
         step(inputs[name][0])
         step(inputs[name][1])
         print(name, "two warm-up steps s", time.perf_counter() - started, flush=True)
-    seconds = {name: [] for name in steppers}
-    for r in range(rounds):
-        for name, step in steppers.items():
-            started = time.perf_counter()
-            step(inputs[name][r % 2])
-            seconds[name].append(time.perf_counter() - started)
+    seconds = timed_rounds(steppers, inputs, rounds)
     peer_median = statistics.median(seconds["torchvision"])
     for name, values in seconds.items():
         median = statistics.median(values)

@@ -24,28 +24,44 @@ class WithoutWinograd(Stepper):
     losses = OursStepper.losses
 
 
-def main() -> None:
-    network, size, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def build_steppers(network: str, size: int, kinds: list[tuple[str, type[Stepper]]],
+                   peer_label: str | None = None) -> tuple[dict[str, Stepper], dict[str, list]]:
+    """torchvision's step (built beside the first model, before any conversion) and one step of each
+    kind, every model from seed 0, with their two batches of 8 each."""
     cpu = torch.device("cpu")
     batches = random_batches(2, 8, size, 20)
     steppers, inputs = {}, {}
-    for name, kind in (("torch convolutions", WithoutWinograd), ("Winograd 3x3 layers", OursStepper)):
+    for i, (name, kind) in enumerate(kinds):
         torch.manual_seed(0)
         model = build_ssd(network, 20, size)
-        if kind is WithoutWinograd:
+        if i == 0:
             peer, peer_name = torchvision_peer(network, model)
-            steppers[f"torchvision ({peer_name})"] = PeerStepper(peer, cpu)
-            inputs[f"torchvision ({peer_name})"] = [peer_inputs(b) for b in batches]
+            label = peer_label or f"torchvision ({peer_name})"
+            steppers[label] = PeerStepper(peer, cpu)
+            inputs[label] = [peer_inputs(b) for b in batches]
         steppers[name] = kind(model, cpu)
         inputs[name] = batches
-    for name, step in steppers.items():
-        step(inputs[name][0])  # warm-up
+    return steppers, inputs
+
+
+def timed_rounds(steppers: dict[str, Stepper], inputs: dict[str, list], rounds: int) -> dict[str, list[float]]:
+    """Seconds of each step, the steppers taking turns, one step each per round."""
     seconds = {name: [] for name in steppers}
     for r in range(rounds):
         for name, step in steppers.items():
             started = time.perf_counter()
             step(inputs[name][r % 2])
             seconds[name].append(time.perf_counter() - started)
+    return seconds
+
+
+def main() -> None:
+    network, size, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    steppers, inputs = build_steppers(network, size, [("torch convolutions", WithoutWinograd),
+                                                      ("Winograd 3x3 layers", OursStepper)])
+    for name, step in steppers.items():
+        step(inputs[name][0])  # warm-up
+    seconds = timed_rounds(steppers, inputs, rounds)
     base = statistics.median(seconds["torch convolutions"])
     for name, values in seconds.items():
         median = statistics.median(values)

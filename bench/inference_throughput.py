@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: CUDA is not available on this machine")
+        parser.error(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
     if args.batch_size is None:
         args.batch_size = 64 if device.type == "cuda" else 8
     if args.batch_size < 1 or args.iterations < 1 or args.warmup < 0:

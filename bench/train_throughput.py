@@ -325,7 +325,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     cuda = torch.device(args.device).type == "cuda"
     if cuda and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: CUDA is not available on this machine")
+        parser.error(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
     defaults = {"batch_size": (8, 32), "steps": (10, 50), "warmup": (3, 10)}
     for name, (cpu_value, cuda_value) in defaults.items():
         if getattr(args, name) is None:

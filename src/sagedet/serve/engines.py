@@ -169,16 +169,16 @@ def build_engine(choice: str, model: SSDDetector, model_dir: Path, device: torch
 def measure(graphs: dict[str, Graph], image_shape: int, device: torch.device,
             rounds: int = PROBE_ROUNDS, batch: int = 1) -> dict[str, float]:
     """Median milliseconds per image of each graph on a batch of ``batch`` images, the graphs taking turns."""
-    image = torch.rand(batch, 3, image_shape, image_shape, generator=torch.Generator().manual_seed(0)).to(device)
+    images = torch.rand(batch, 3, image_shape, image_shape, generator=torch.Generator().manual_seed(0)).to(device)
     seconds: dict[str, list[float]] = {name: [] for name in graphs}
     for name, graph in graphs.items():
-        graph(image)  # untimed: first calls allocate, tune and (TorchScript) optimize
+        graph(images)  # untimed: first calls allocate, tune and (TorchScript) optimize
     for _ in range(rounds):
         for name, graph in graphs.items():
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             started = time.perf_counter()
-            scores, _ = graph(image)
+            scores, _ = graph(images)
             scores.sum().item()  # waits for the device
             seconds[name].append(time.perf_counter() - started)
     return {name: statistics.median(values) * 1000 / batch for name, values in seconds.items()}

@@ -1,5 +1,5 @@
 """torch.compile (inductor, CPU) against what sagedet runs, for single-image inference and for the
-training step (2026-11-22; both lost or tied on the 2-core AVX2 machine, so neither is used).
+training step (2026-11-22; on the 2-core AVX2 machine neither beat what sagedet runs, so neither is used).
 
     .venv/bin/python bench/checks/torch_compile.py inference NETWORK 0|1    (1: Winograd 3x3 layers first)
     .venv/bin/python bench/checks/torch_compile.py training NETWORK SIZE ROUNDS

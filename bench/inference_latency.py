@@ -27,7 +27,7 @@ ratio column is the path's median over torchvision's median from the same run. T
 markdown; progress goes to stderr.
 
     python bench/inference_latency.py [--networks vgg-16 resnet-50 mobilenet-v3] [--image-shape 300]
-        [--num-classes 20] [--iterations 20] [--warmup 3] [--threads N]
+        [--num-classes 20] [--iterations 20] [--warmup 3] [--threads N] [--glibc-malloc-defaults]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from machine import run_lines
+from machine import add_malloc_option, run_lines, set_malloc
 from torch import nn
 from train_throughput import torchvision_peer
 
@@ -150,13 +150,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    add_malloc_option(parser)
     args = parser.parse_args(argv)
+    malloc = set_malloc(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="sagedet-latency-") as tmp:
         rows = [row for network in args.networks for row in measure(network, args, Path(tmp))]
     print("\n".join([
-        "### Single-image CPU inference latency", "", *run_lines(),
+        "### Single-image CPU inference latency", "", *run_lines(malloc),
         f"- {torch.get_num_threads()} torch threads; image {args.image_shape}x{args.image_shape}, "
         f"{args.num_classes} classes; {args.warmup} warm-up calls, {args.iterations} timed", "",
         "| network | path | median ms | mean ms | ratio to torchvision | largest difference from eager |",

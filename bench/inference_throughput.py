@@ -25,6 +25,7 @@ on stdout, progress on stderr.
 
     .venv/bin/python bench/inference_throughput.py [--device cuda] [--batch-size 64]
         [--networks vgg-16 resnet-50 mobilenet-v3] [--image-shape 300] [--iterations 20] [--warmup 3]
+        [--glibc-malloc-defaults]
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pathlib import Path
 
 import torch
 from inference_latency import NMS_THRESHOLD, log, randomize
+from machine import add_malloc_option, set_malloc
 from train_throughput import command_line, machine_lines, torchvision_peer
 
 from sagedet.model.precision import amp_dtype
@@ -133,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=20, help="timed rounds (one call per row each)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    add_malloc_option(parser)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -141,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         args.batch_size = 64 if device.type == "cuda" else 8
     if args.batch_size < 1 or args.iterations < 1 or args.warmup < 0:
         parser.error("--batch-size and --iterations must be >= 1, --warmup >= 0")
+    malloc = set_malloc(args) if device.type == "cpu" else None  # as the server's workers
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="sagedet-throughput-") as tmp:
@@ -148,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join([
         "### Batched inference throughput", "",
         f"`{command_line()}`", "",
-        *machine_lines(device),
+        *machine_lines(device, malloc),
         f"- batch {args.batch_size} of {args.image_shape}x{args.image_shape} images on the device, "
         f"{args.num_classes} classes; {args.warmup} warm-up calls per row, then {args.iterations} rounds "
         "with the rows taking turns", "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import platform
@@ -21,14 +22,28 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def run_lines() -> list[str]:
-    """Markdown lines naming the command as it was run, the machine (CPU only), the software and the date."""
+def add_malloc_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--glibc-malloc-defaults", action="store_true",
+                        help="leave glibc's malloc thresholds as they are (default: raise them with "
+                             "sagedet.allocator.tune_malloc, as the server's CPU workers and CPU training do)")
+
+
+def set_malloc(args: argparse.Namespace) -> str:
+    """Apply the malloc choice of :func:`add_malloc_option` to this process (every model in it); what was done."""
+    from sagedet.allocator import tune_malloc
+
+    return "glibc malloc defaults" if args.glibc_malloc_defaults else tune_malloc()
+
+
+def run_lines(malloc: str | None = None) -> list[str]:
+    """Markdown lines naming the command as it was run, the machine (CPU only), the software and the date,
+    and with ``malloc`` what :func:`set_malloc` did."""
     import torch
 
     interpreter = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else "python"
     return [
         f"- command: `{shlex.join([interpreter, *sys.argv])}`",
         f"- machine: {cpu_name()}, {os.cpu_count()} cores, CPU only; Python {platform.python_version()}, "
-        f"torch {torch.__version__}",
+        f"torch {torch.__version__}" + (f"; {malloc} (for every model in the run)" if malloc else ""),
         f"- date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
     ]

@@ -30,6 +30,7 @@ hit both alike (before 2026-11-21 23:50 UTC the two ran one after the other). Th
 
     python bench/train_throughput.py [--networks vgg-16 resnet-50 mobilenet-v3] [--image-shapes 300 512]
         [--batch-size 8] [--steps 10] [--warmup 3] [--device cpu] [--threads N] [--workers N]
+        [--glibc-malloc-defaults]
 """
 
 from __future__ import annotations
@@ -65,22 +66,22 @@ from sagedet.model.ssd import SSDDetector, _default_box_generator, build_ssd, mi
 from sagedet.model.winograd import use_winograd
 from sagedet.sagemaker.hyperparameters import BASE_NETWORKS
 from sagedet.train.loop import Runtime
-from machine import cpu_name
+from machine import add_malloc_option, cpu_name, set_malloc
 
 SOURCE_IMAGE_SIZE = (500, 375)  # (width, height) of the generated JPEGs: a typical PASCAL VOC image
 MAX_OBJECTS = 3  # random boxes per image: 1 to MAX_OBJECTS
 LEARNING_RATE = 1e-4  # small, so that random targets do not drive the weights to inf during the run
 
 
-def machine_lines(device: torch.device) -> list[str]:
-    """Markdown lines naming the machine, the software and the date."""
+def machine_lines(device: torch.device, malloc: str | None = None) -> list[str]:
+    """Markdown lines naming the machine, the software and the date (and what set_malloc did)."""
     cpu = cpu_name()
     accelerator = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
     return [
         f"- machine: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads",
         f"- software: Python {platform.python_version()}, torch {torch.__version__}, "
         f"torchvision {torchvision.__version__}",
-        f"- device: {accelerator}",
+        f"- device: {accelerator}" + (f"; {malloc} (for every model in the run)" if malloc else ""),
         f"- date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
     ]
 
@@ -322,6 +323,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="DataLoader workers for the data-loading figure (default: as the job, min(4, cores))")
+    add_malloc_option(parser)
     args = parser.parse_args(argv)
     cuda = torch.device(args.device).type == "cuda"
     if cuda and not torch.cuda.is_available():
@@ -345,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    malloc = set_malloc(args) if device.type == "cpu" else None  # as the Trainer on the CPU
     with tempfile.TemporaryDirectory(prefix="sagedet-bench-") as tmp:
         data_root = Path(tmp)
         images = args.batch_size * (args.warmup + args.steps)
@@ -355,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "### Training throughput", "",
         f"`{command_line()}`", "",
-        *machine_lines(device),
+        *machine_lines(device, malloc),
         f"- timing: {args.warmup} warm-up steps, then {args.steps} timed steps; {args.num_classes} classes; "
         f"data loading with {args.workers} workers from {SOURCE_IMAGE_SIZE[0]}x{SOURCE_IMAGE_SIZE[1]} JPEGs", "",
         *table(rows, args.batch_size),

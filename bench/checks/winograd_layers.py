@@ -4,7 +4,8 @@ or forward + backward (training), on the input shapes the layer sees in the SSD 
 behind ``sagedet.model.winograd.eligible``'s rule; the ``rule`` column says what it chose.
 
     python bench/checks/winograd_layers.py [--network vgg-16] [--image-shape 300] [--batch 1]
-        [--backward] [--iterations 5] [--threads N] [--chunk TILE_CHANNELS]
+        [--backward] [--iterations 5] [--threads N] [--chunk TILE_CHANNELS] [--num-classes 20]
+        [--glibc-malloc-defaults]
 
 ``--chunk`` overrides ``sagedet.model.winograd.CHUNK`` (a huge value: every batch in one piece).
 """
@@ -20,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from inference_latency import timed  # noqa: E402
+from machine import add_malloc_option, set_malloc  # noqa: E402
 
 from sagedet.model import winograd as winograd_module  # noqa: E402
 from sagedet.model.ssd import build_ssd  # noqa: E402
@@ -35,10 +37,13 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--chunk", type=int, default=winograd_module.CHUNK, help="tiles x channels per Winograd call")
+    parser.add_argument("--num-classes", type=int, default=20, help="sets the classification heads' widths")
+    add_malloc_option(parser)
     args = parser.parse_args()
+    malloc = set_malloc(args)
     winograd_module.CHUNK = args.chunk
     torch.set_num_threads(args.threads)
-    model = build_ssd(args.network, 20, args.image_shape).eval()
+    model = build_ssd(args.network, args.num_classes, args.image_shape).eval()
     shapes: dict[str, tuple[int, ...]] = {}
     hooks = []
 
@@ -56,7 +61,8 @@ def main() -> None:
         hook.remove()
     modules = dict(model.named_modules())
     print(f"{args.network} at {args.image_shape}, batch {args.batch}, "
-          f"{'forward + backward' if args.backward else 'forward'}, {args.threads} threads, chunk {args.chunk}")
+          f"{'forward + backward' if args.backward else 'forward'}, {args.threads} threads, chunk {args.chunk}, "
+          f"{args.num_classes} classes; {malloc}")
     print("| layer | C_in | C_out | map | dilation | oneDNN ms | Winograd ms | ratio | rule |")
     print("|---|---|---|---|---|---|---|---|---|")
     total_direct = total_chosen = 0.0

@@ -21,15 +21,20 @@ Used by the server's ``winograd`` inference path and by training on the CPU (a w
 batch 8, 1.37x (300 px) and 1.35x (512 px) faster than with torch's convolutions for vgg-16, 1.16x
 and 1.14x for resnet-50, in A/B runs on the development machine; bench/checks/winograd_training.py).
 
-Which layers pay (bench/checks/winograd_layers.py, one 2-core AVX2 CPU): the transforms cost memory
-traffic proportional to C_in + C_out per tile, the multiply C_in x C_out, so layers with few
-channels lose (vgg-16's 64 channels at 300x300: 3.2x slower, 64→128 at 150x150: 1.1x) and deep
-ones win (vgg-16's 256 at 75x75: 0.6x of oneDNN's time, 512 at 38x38: 0.43-0.53x, 512 at 19x19:
-0.52-0.58x; resnet-50's 256 at 38x38: 0.50-0.55x, 128 at 38x38: 0.69x; 128 at 150x150 breaks even).
-Layers with few outputs lose too (resnet-50's class head, 1024→84 at 38x38: 1.7x slower).
-:func:`eligible` takes a layer when it has at least 128 input and 128 output channels. Dilated
-layers are left to oneDNN: vgg-16's fc6 (dilation 6 at 19x19) computed as an undilated Winograd
-convolution over the 36 interleaved sub-grids took as long as oneDNN (1.01x).
+Which layers pay (bench/checks/winograd_layers.py, one 2-core AVX2 CPU, one image, with glibc's
+malloc set as :mod:`sagedet.allocator` sets it): the transforms cost memory traffic proportional to
+C_in + C_out per tile, the multiply C_in x C_out, so what decides is their ratio, half the harmonic
+mean of the two channel counts. :func:`eligible` takes a layer when that harmonic mean,
+2·C_in·C_out / (C_in + C_out), reaches 128 (every layer with 128 or more channels in and out, and
+the wide class heads). Measured, against oneDNN's time: vgg-16's 128 at 150x150 0.80-0.83x, 256 at
+75x75 0.50-0.53x, 512 at 38x38 0.41-0.43x, 512 at 19x19 0.52-0.54x; resnet-50's 256 at 38x38
+0.54-0.59x, 128 at 38x38 0.69-0.71x; class heads for 20 classes, 512→84 at 38x38 0.72-0.83x,
+1024→126 at 19x19 0.49-0.52x, 1024→84 at 38x38 0.66x. Below 128 they lose or tie: 512→64 at 38x38
+(harmonic mean 114) 1.24x, vgg-16's 64→128 at 150x150 (85) 0.96x, 64 at 300x300 (64) 2.6-2.8x, the box
+heads (1024→24: 47) 1.8x. With glibc's default malloc the heads lose (1024→84: 1.47x), because
+their transformed tiles are fresh pages on every call. Dilated layers are left to oneDNN: vgg-16's
+fc6 (dilation 6 at 19x19) computed as an undilated Winograd convolution over the 36 interleaved
+sub-grids took as long as oneDNN (1.01x).
 """
 
 from __future__ import annotations
@@ -42,7 +47,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 MIN_CHANNELS = 128
-"""A layer is converted when both its input and output channels reach this (the module's docstring)."""
+"""A layer is converted when the harmonic mean of its input and output channels reaches this (the
+module's docstring): 128 in and out, or e.g. 512 in and 84 out."""
 CHUNK = 128 * 1024
 """The most tiles × channels (the larger of in and out) one call transforms and multiplies: a larger
 batch goes in chunks of whole images, so that each chunk's transformed tiles (36 positions × CHUNK
@@ -242,8 +248,12 @@ def computable(conv: nn.Module) -> bool:
 
 
 def eligible(conv: nn.Module) -> bool:
-    """Whether ``conv`` is a convolution Winograd F(4x4, 3x3) computes exactly and faster."""
-    return computable(conv) and min(conv.in_channels, conv.out_channels) >= MIN_CHANNELS
+    """Whether ``conv`` is a convolution Winograd F(4x4, 3x3) computes exactly and faster: the
+    harmonic mean of its channel counts reaches :data:`MIN_CHANNELS`."""
+    if not computable(conv):
+        return False
+    c_in, c_out = conv.in_channels, conv.out_channels
+    return 2 * c_in * c_out >= MIN_CHANNELS * (c_in + c_out)
 
 
 def convert(conv: nn.Conv2d) -> WinogradConv2d:

@@ -140,8 +140,8 @@ def build_engine(choice: str, model: SSDDetector, model_dir: Path, device: torch
     if choice != "auto" and choice not in names:
         why = {"onnxruntime": "it needs the CPU and the onnxruntime package (pip install "
                               "'sagedet[onnxruntime]')",
-               "winograd": f"it needs the CPU and 3x3 convolutions with {MIN_CHANNELS} or more channels in "
-                           "and out (vgg-16, resnet-50)"}.get(choice, "unknown path")
+               "winograd": f"it needs the CPU and 3x3 convolutions whose channels in and out have a harmonic "
+                           f"mean of {MIN_CHANNELS} or more (vgg-16, resnet-50)"}.get(choice, "unknown path")
         raise ConfigError(f"SAGEDET_INFERENCE_PATH={choice}: not available in this worker: {why}; "
                           f"available: auto, {', '.join(names)}")
     builders: dict[str, Callable[[], Graph]] = {

@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
+from sagedet.allocator import tune_malloc
 from sagedet.errors import ConfigError
 from sagedet.model.saved import load_detector
 from sagedet.model.ssd import Detections, SSDDetector, select_detections
@@ -87,6 +88,7 @@ class Predictor:
         if batching is not None and batching.max_size > 1:
             self.batcher = Batcher(self._detect_batch, batching.max_size, batching.max_delay)
         self.load_seconds = 0.0
+        self.malloc = ""  # what tune_malloc did in this process (CPU workers), for the log
 
     @classmethod
     def load(cls, model_dir: Path, device: str = "auto", slot: int = 0, threads: int | None = None,
@@ -97,14 +99,18 @@ class Predictor:
         started = time.monotonic()
         model, metadata = load_detector(Path(model_dir))
         target = resolve_device(device, slot)
-        if threads and target.type == "cpu":
-            torch.set_num_threads(threads)
+        malloc = ""
+        if target.type == "cpu":
+            malloc = tune_malloc()
+            if threads:
+                torch.set_num_threads(threads)
         model.eval().to(target)
         if target.type == "cuda":
             torch.backends.cudnn.benchmark = True  # one input shape
         engine = build_engine(inference_path, model, Path(model_dir), target, threads,
                               probe_batch=batching.max_size if batching else 1)
         predictor = cls(model, metadata, target, engine, decode_slots, batching)
+        predictor.malloc = malloc
         if warm_up:
             side = predictor.image_shape
             predictor.detect(torch.zeros(1, 3, side, side, device=target), Options(0.0, 1))
@@ -112,7 +118,7 @@ class Predictor:
         return predictor
 
     def describe(self) -> str:
-        threads = f" ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else ""
+        threads = f" ({torch.get_num_threads()} threads, {self.malloc})" if self.device.type == "cpu" else ""
         batching = (f", request batches of up to {self.batcher.max_size} within {self.batcher.max_delay * 1000:g} ms"
                     if self.batcher else "")
         return (f"{self.metadata['base_network']} SSD at {self.image_shape} px, {len(self.class_names)} classes, "

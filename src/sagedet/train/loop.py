@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..allocator import tune_malloc
 from ..data.dataset import Batch, check_batch
 from ..data.loaders import WHOLE, Shard, TrainingData, build_loader
 from ..data.transforms import eval_transform, train_transform
@@ -36,7 +37,7 @@ from ..evaluate.detections import ImageDetections
 from ..evaluate.voc_map import voc_map
 from ..model.precision import amp_dtype
 from ..model.ssd import SSDDetector
-from ..model.winograd import use_winograd
+from ..model.winograd import MIN_MAP_CELLS, use_winograd
 from ..sagemaker.hyperparameters import TrainingConfig
 from ..sagemaker.metrics_log import MetricsLogger
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -133,9 +134,14 @@ class Trainer:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         winograd_layers = [] if runtime.cuda else use_winograd(self.model)
+        if not runtime.cuda:
+            malloc = tune_malloc()  # before the data loader's workers fork, so they inherit it
+            if self.is_main:
+                log(f"CPU training: {malloc}")
         if winograd_layers and self.is_main:
             log(f"CPU training: {len(winograd_layers)} 3x3 convolutions computed by Winograd F(4x4, 3x3) "
-                f"(same parameters and results to float32 rounding; fewer multiplications)")
+                f"on maps of {MIN_MAP_CELLS} cells or more (same parameters and results to float32 rounding; "
+                f"fewer multiplications)")
         self.network: torch.nn.Module = self.model  # what the training step calls: the model, or DDP around it
         if self.collective.active:
             self.network = torch.nn.parallel.DistributedDataParallel(

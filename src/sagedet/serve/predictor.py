@@ -72,7 +72,7 @@ class Batching:
 
 class Predictor:
     def __init__(self, model: SSDDetector, metadata: dict, device: torch.device, engine: Engine | None = None,
-                 decode_slots: int = 2, batching: Batching | None = None):
+                 decode_slots: int = 2, batching: Batching | None = None, malloc: str = ""):
         self.model = model
         self.metadata = metadata
         self.device = device
@@ -88,7 +88,7 @@ class Predictor:
         if batching is not None and batching.max_size > 1:
             self.batcher = Batcher(self._detect_batch, batching.max_size, batching.max_delay)
         self.load_seconds = 0.0
-        self.malloc = ""  # what tune_malloc did in this process (CPU workers), for the log
+        self.malloc = malloc  # what tune_malloc did in this process (CPU workers), for the log
 
     @classmethod
     def load(cls, model_dir: Path, device: str = "auto", slot: int = 0, threads: int | None = None,
@@ -109,8 +109,7 @@ class Predictor:
             torch.backends.cudnn.benchmark = True  # one input shape
         engine = build_engine(inference_path, model, Path(model_dir), target, threads,
                               probe_batch=batching.max_size if batching else 1)
-        predictor = cls(model, metadata, target, engine, decode_slots, batching)
-        predictor.malloc = malloc
+        predictor = cls(model, metadata, target, engine, decode_slots, batching, malloc)
         if warm_up:
             side = predictor.image_shape
             predictor.detect(torch.zeros(1, 3, side, side, device=target), Options(0.0, 1))

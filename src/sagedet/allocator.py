@@ -5,9 +5,11 @@ blocks above its mmap threshold (128 KiB at first, raised as such blocks are fre
 with a fresh ``mmap`` and unmaps them on ``free``, and gives the top of its heap back to the
 system once more than the trim threshold is free. A forward pass of an SSD allocates and frees
 tens of tensors of 1-30 MB, so each call pays page faults and the kernel's zeroing of those pages
-again (two Winograd layers at 128 channels, 150x150: 1,300 minor page faults a call; with this
-setting none, tests/test_allocator.py). Raising both thresholds keeps the freed blocks in the
-process for the next call. On the development machine (2-core AVX2; docs/benchmarks.md): a vgg-16
+again. glibc adapts its thresholds to the sizes it sees, but its trim threshold stays at twice the
+largest block freed from mmap, so a call holding three 20 MB tensors at once gives their 60 MB back
+at the end and faults every page in again on the next call, in most processes (tests/test_allocator.py;
+when it does not depends on the heap's layout). Raising both thresholds keeps the freed blocks in
+the process for the next call: once the heap has grown, no page faults. On the development machine (2-core AVX2; docs/benchmarks.md): a vgg-16
 training step 3-6% faster; resnet-50's Winograd class head 0.66x oneDNN's time instead of 1.47x; a
 server running one model no consistent difference (glibc's adaptive threshold settles on the
 repeated sizes). The cost is that the process keeps its peak memory instead of handing pages back

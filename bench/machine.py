@@ -29,10 +29,11 @@ def add_malloc_option(parser: argparse.ArgumentParser) -> None:
 
 
 def set_malloc(args: argparse.Namespace) -> str:
-    """Apply the malloc choice of :func:`add_malloc_option` to this process (every model in it); what was done."""
+    """Apply the malloc choice of :func:`add_malloc_option` to this process; what was done, for the output."""
     from sagedet.allocator import tune_malloc
 
-    return "glibc malloc defaults" if args.glibc_malloc_defaults else tune_malloc()
+    done = "glibc malloc defaults" if args.glibc_malloc_defaults else tune_malloc()
+    return f"{done} (for every model in the run)"
 
 
 def run_lines(malloc: str | None = None) -> list[str]:
@@ -44,6 +45,6 @@ def run_lines(malloc: str | None = None) -> list[str]:
     return [
         f"- command: `{shlex.join([interpreter, *sys.argv])}`",
         f"- machine: {cpu_name()}, {os.cpu_count()} cores, CPU only; Python {platform.python_version()}, "
-        f"torch {torch.__version__}" + (f"; {malloc} (for every model in the run)" if malloc else ""),
+        f"torch {torch.__version__}" + (f"; {malloc}" if malloc else ""),
         f"- date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
     ]

@@ -172,9 +172,11 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, opt_ml: Path, workers: int, threads: int, log_file: Path):
+    def __init__(self, opt_ml: Path, workers: int, threads: int, log_file: Path,
+                 environ: dict[str, str] | None = None):
+        """``environ``: more variables for the server, on top of this process's."""
         self.port = free_port()
-        env = dict(os.environ, SAGEDET_OPT_ML=str(opt_ml), SAGEDET_BIND_HOST="127.0.0.1",
+        env = dict(os.environ, **(environ or {}), SAGEDET_OPT_ML=str(opt_ml), SAGEDET_BIND_HOST="127.0.0.1",
                    SAGEMAKER_BIND_TO_PORT=str(self.port), SAGEMAKER_MODEL_SERVER_WORKERS=str(workers),
                    SAGEDET_TORCH_THREADS=str(threads))
         self.log_file = log_file

@@ -81,7 +81,7 @@ def machine_lines(device: torch.device, malloc: str | None = None) -> list[str]:
         f"- machine: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads",
         f"- software: Python {platform.python_version()}, torch {torch.__version__}, "
         f"torchvision {torchvision.__version__}",
-        f"- device: {accelerator}" + (f"; {malloc} (for every model in the run)" if malloc else ""),
+        f"- device: {accelerator}" + (f"; {malloc}" if malloc else ""),
         f"- date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
     ]
 

@@ -41,14 +41,9 @@ def main() -> None:
                 opt_ml = Path(tmp) / str(index)
                 opt_ml.mkdir()
                 write_model(opt_ml, args.network, 300)
-                saved = dict(os.environ)
-                os.environ.update(environ, SAGEDET_INFERENCE_PATH=args.path)
-                try:
-                    servers[name] = ServerProcess(opt_ml, workers=1, threads=os.cpu_count() or 1,
-                                                  log_file=Path(tmp) / f"{index}.log")
-                finally:
-                    os.environ.clear()
-                    os.environ.update(saved)
+                servers[name] = ServerProcess(opt_ml, workers=1, threads=os.cpu_count() or 1,
+                                              log_file=Path(tmp) / f"{index}.log",
+                                              environ=dict(environ, SAGEDET_INFERENCE_PATH=args.path))
                 servers[name].wait_ready()  # one at a time: a worker's start-up must not share the CPUs
             connections = {name: http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
                            for name, server in servers.items()}

@@ -2,24 +2,25 @@
 
 PyTorch's CPU allocator takes every tensor from ``malloc`` and returns it on release. glibc serves
 blocks above its mmap threshold (128 KiB at first, raised as such blocks are freed, up to 32 MiB)
-with a fresh ``mmap`` and unmaps them on ``free``, and gives the top of its heap back to the
-system once more than the trim threshold is free. A forward pass of an SSD allocates and frees
-tens of tensors of 1-30 MB, so each call pays page faults and the kernel's zeroing of those pages
-again. glibc adapts its thresholds to the sizes it sees, but its trim threshold stays at twice the
-largest block freed from mmap, so a call holding three 20 MB tensors at once gives their 60 MB back
-at the end and faults every page in again on the next call, in most processes (tests/test_allocator.py;
+with a fresh ``mmap`` and unmaps them on ``free``, and gives the top of its heap back to the system
+once more than the trim threshold is free. A forward pass of an SSD allocates and frees tens of
+tensors of 1-30 MB, so each call pays page faults and the kernel's zeroing of those pages again.
+glibc adapts its thresholds to the sizes it sees, but its trim threshold stays at twice the largest
+block freed from mmap, so a call holding three 20 MB tensors at once gives their 60 MB back at the
+end and faults every page in again on the next call, in most processes (tests/test_allocator.py;
 when it does not depends on the heap's layout). Raising both thresholds keeps the freed blocks in
-the process for the next call: once the heap has grown, no page faults. On the development machine (2-core AVX2; docs/benchmarks.md): a vgg-16
-training step 3-6% faster; resnet-50's Winograd class head 0.66x oneDNN's time instead of 1.47x; a
-server running one model no consistent difference (glibc's adaptive threshold settles on the
-repeated sizes). The cost is that the process keeps its peak memory instead of handing pages back
-between calls.
+the process for the next call: once the heap has grown, no page faults. On the development machine
+(2-core AVX2; docs/benchmarks.md): a vgg-16 training step 3-6% faster; resnet-50's Winograd class
+head 0.66x oneDNN's time instead of 1.47x; a server running one model no consistent difference
+(glibc's adaptive threshold settles on the repeated sizes). The cost is that the process keeps its
+peak memory instead of handing pages back between calls.
 
 The thresholds are set at run time with ``mallopt``, the same settings as the environment's
 ``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=...:glibc.malloc.trim_threshold=...``. Both must be
-set: setting the trim threshold alone turns off glibc's raising of the mmap threshold, which left
-every block above 128 KiB to ``mmap`` (vgg-16: 500 ms). A process whose environment already
-sets any of glibc's malloc tunables is left as it is (the user's settings win).
+set: setting the trim threshold alone turns off glibc's raising of the mmap threshold, which leaves
+every block above 128 KiB to ``mmap`` (vgg-16's winograd path was far slower so, in a scratch
+check). A process whose environment already sets any of glibc's malloc tunables is left as it is
+(the user's settings win).
 """
 
 from __future__ import annotations

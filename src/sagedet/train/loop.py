@@ -133,8 +133,9 @@ class Trainer:
         self.channels_last = runtime.cuda or model.cpu_channels_last
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        winograd_layers = [] if runtime.cuda else use_winograd(self.model)
+        winograd_layers = []
         if not runtime.cuda:
+            winograd_layers = use_winograd(self.model)
             malloc = tune_malloc()  # before the data loader's workers fork, so they inherit it
             if self.is_main:
                 log(f"CPU training: {malloc}")

@@ -11,8 +11,10 @@ per input/output channel pair instead of 144: four times fewer, at the price of 
 input and output tiles (memory-bound passes) and an error a few times fp32's rounding (relative
 differences ~1e-5 here).
 
-All of it is expressed as torch tensor operations (unfold, two small dense transforms, one batched
-matrix multiply over the 36 tile positions), so autograd differentiates it, TorchScript traces it
+All of it is expressed as torch tensor operations (unfold; the input transform as two passes of the
+6-point transform, first over the tiles' rows, then over their columns; one batched matrix multiply
+over the 36 tile positions; the output transform as one 16x36 matrix product), so autograd
+differentiates it, TorchScript traces it
 and the weights stay the convolution's own ``weight`` and ``bias``: :func:`use_winograd` changes
 the class of eligible ``nn.Conv2d`` modules in place, keeping their parameters, state-dict keys,
 names and identity (the base network's layer map used by ``freeze_layer_pattern`` still holds them).
@@ -86,14 +88,19 @@ _BIAS_POSITION = 1 * _INPUT_TILE + 1
 
 @functools.lru_cache(maxsize=None)
 def _matrices(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-    """(B^T ⊗ B^T) (36x36), G (6x3), (A^T ⊗ A^T) (16x36): the 2-D transforms of a row-major tile
-    flattened to a vector are Kronecker products of the 1-D ones. Made once per dtype and device,
-    outside inference mode so that autograd may save them."""
+    """B^T repeated for the 6 tile rows (6x6x6), G (6x3), (A^T ⊗ A^T) (16x36). The input transform
+    B^T d B is applied in two passes of B^T (rows, then columns: 432 multiply-adds per tile and
+    channel) rather than as the Kronecker product B^T ⊗ B^T on the flattened tile (1,296): one 36x36
+    GEMM over ~10^5 columns ran at about a fifth of the CPU's peak, and the two passes took a whole
+    vgg-16 forward from 244 to 227 ms and its converted layers' forward + backward 14% faster
+    (scratch A/B runs, 2026-11-22; docs/benchmarks.md has the committed commands' figures). The
+    output transform stays one Kronecker GEMM: as two passes it was 10-30% slower. Made once per
+    dtype and device, outside inference mode so that autograd may save them."""
     with torch.inference_mode(False), torch.no_grad():
         bt = torch.tensor(_BT, dtype=torch.float64)
         at = torch.tensor(_AT, dtype=torch.float64)
         g = torch.tensor(_G, dtype=torch.float64)
-        return (torch.kron(bt, bt).to(dtype=dtype, device=device), g.to(dtype=dtype, device=device),
+        return (bt.expand(6, 6, 6).to(dtype=dtype, device=device).contiguous(), g.to(dtype=dtype, device=device),
                 torch.kron(at, at).to(dtype=dtype, device=device))
 
 
@@ -184,7 +191,8 @@ def _winograd_conv3x3(x: Tensor, u: Tensor, bias: Optional[Tensor], input_transf
         tiles = _tiles_for_autograd(padded)
     else:
         tiles = _tiles(padded)
-    v = (input_transform @ tiles).view(positions, n * tiles_h * tiles_w, c_in)
+    rows = (input_transform[0] @ tiles.view(6, -1)).view(6, 6, -1)  # B^T over the tiles' rows
+    v = torch.matmul(input_transform, rows).view(positions, n * tiles_h * tiles_w, c_in)  # then columns
     m = torch.bmm(v, u)  # 36, tiles, C_out
     if bias is not None:
         # Column 1 of A^T is all ones, so adding b at tile position (1, 1) adds b to all 16

@@ -1,7 +1,8 @@
 """Per-layer time of every 3x3 stride-1 padding-1 convolution of a network: oneDNN (channels-last input, as
-the server and CPU training run) against sagedet's Winograd F(4x4, 3x3), forward alone (inference)
-or forward + backward (training), on the input shapes the layer sees in the SSD model. The evidence
-behind ``sagedet.model.winograd.eligible``'s rule; the ``rule`` column says what it chose.
+the server and CPU training run) against sagedet's Winograd convolution with 4x4 and with 6x6 output tiles,
+forward alone (inference) or forward + backward (training), on the input shapes the layer sees in the SSD
+model. The evidence behind ``sagedet.model.winograd.eligible``'s rule and ``tile_for``'s choice of tile;
+the ``rule`` column says what they chose, the ratio is that choice's time over oneDNN's.
 
     python bench/checks/winograd_layers.py [--network vgg-16] [--image-shape 300] [--batch 1]
         [--backward] [--iterations 5] [--threads N] [--chunk TILE_CHANNELS] [--num-classes 20]
@@ -25,7 +26,7 @@ from machine import add_malloc_option, set_malloc  # noqa: E402
 
 from sagedet.model import winograd as winograd_module  # noqa: E402
 from sagedet.model.ssd import build_ssd  # noqa: E402
-from sagedet.model.winograd import computable, convert, eligible  # noqa: E402
+from sagedet.model.winograd import computable, convert, eligible, tile_for  # noqa: E402
 
 
 def main() -> None:
@@ -63,8 +64,8 @@ def main() -> None:
     print(f"{args.network} at {args.image_shape}, batch {args.batch}, "
           f"{'forward + backward' if args.backward else 'forward'}, {args.threads} threads, chunk {args.chunk}, "
           f"{args.num_classes} classes; {malloc}")
-    print("| layer | C_in | C_out | map | dilation | oneDNN ms | Winograd ms | ratio | rule |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| layer | C_in | C_out | map | dilation | oneDNN ms | F(4x4) ms | F(6x6) ms | ratio | rule |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     total_direct = total_chosen = 0.0
     for name, shape in shapes.items():
         conv = modules[name]
@@ -78,21 +79,33 @@ def main() -> None:
                 module(x).backward(grad)
                 module.zero_grad(set_to_none=True)
                 x.grad = None
-            direct = timed(lambda: run(conv), args.iterations, 1)[0]
-            winograd = timed(lambda: run(fast), args.iterations, 1)[0]
         else:
-            with torch.no_grad():
-                direct = timed(lambda: conv(x), args.iterations, 1)[0]
-                winograd = timed(lambda: fast(x), args.iterations, 1)[0]
-                assert torch.allclose(conv(x), fast(x), rtol=1e-3, atol=1e-3 * conv(x).abs().max().item())
-        chosen = eligible(conv)
+            def run(module, x=x):
+                with torch.no_grad():
+                    return module(x)
+        direct = timed(lambda: run(conv), args.iterations, 1)[0]
+        winograd = {}
+        for tile in (4, 6):
+            winograd_module.tile_for = lambda *shape, backward=False, tile=tile: tile  # what the forward calls
+            try:
+                winograd[tile] = timed(lambda: run(fast), args.iterations, 1)[0]
+                if not args.backward:
+                    with torch.no_grad():
+                        expected = conv(x)
+                        assert torch.allclose(expected, fast(x), rtol=1e-3, atol=1e-3 * expected.abs().max().item())
+            finally:
+                winograd_module.tile_for = tile_for
+        tile = tile_for(shape[2], shape[3], max(conv.in_channels, conv.out_channels), backward=args.backward)
+        if not eligible(conv) or tile is None:
+            rule, chosen = "oneDNN", direct
+        else:
+            rule, chosen = f"F({tile}x{tile})", winograd[tile]
         total_direct += direct
-        total_chosen += winograd if chosen else direct
+        total_chosen += chosen
         print(f"| {name} | {conv.in_channels} | {conv.out_channels} | {shape[2]}x{shape[3]} | {conv.dilation[0]} "
-              f"| {direct:.1f} | {winograd:.1f} | {winograd / direct:.2f} | {'Winograd' if chosen else 'oneDNN'} |")
+              f"| {direct:.1f} | {winograd[4]:.1f} | {winograd[6]:.1f} | {chosen / direct:.2f} | {rule} |")
     print(f"\nall these layers: oneDNN {total_direct:.0f} ms, with the rule's choice {total_chosen:.0f} ms "
           f"({total_chosen / total_direct:.2f})")
-
 
 if __name__ == "__main__":
     main()

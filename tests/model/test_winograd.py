@@ -1,5 +1,6 @@
-"""Winograd F(4x4, 3x3) convolutions: the same values and gradients as torch's convolution, which
-layers are converted, the converted module's caching, tracing and a whole converted model."""
+"""Winograd F(4x4, 3x3) and F(6x6, 3x3) convolutions: the same values and gradients as torch's
+convolution, which layers are converted and which tile each map gets, the converted module's
+caching, tracing and a whole converted model."""
 
 import copy
 import warnings
@@ -11,7 +12,8 @@ from torch import nn
 
 from sagedet.model import winograd
 from sagedet.model.ssd import build_ssd
-from sagedet.model.winograd import MIN_MAP_CELLS, WinogradConv2d, eligible, use_winograd
+from sagedet.model.winograd import (LARGE_MAP_CELLS, MIN_MAP_CELLS, WinogradConv2d, eligible, tile_for, toom_cook,
+                                    use_winograd)
 
 
 def converted(conv: nn.Conv2d) -> nn.Conv2d:
@@ -26,6 +28,8 @@ def converted(conv: nn.Conv2d) -> nn.Conv2d:
     (256, 256, 16, 24, 1, False),
     (200, 160, 17, 23, 3, True),
     (256, 512, 32, 32, 1, True),
+    (128, 128, 64, 70, 2, True),   # 6x6 tiles from 64x64 cells on; 70 is not a multiple of 6
+    (160, 200, 67, 65, 1, False),
 ])
 def test_values_and_gradients_equal_torch_convolution_in_float64(c_in, c_out, height, width, batch, bias):
     # In float64 the only difference left is rounding: the algorithm itself must be exact.
@@ -41,6 +45,22 @@ def test_values_and_gradients_equal_torch_convolution_in_float64(c_in, c_out, he
     found = torch.autograd.grad(got, [x, fast.weight] + ([fast.bias] if bias else []), grad)
     for a, b in zip(found, wanted):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("tile", [4, 6])
+@pytest.mark.parametrize("size", [1, 3])
+def test_the_function_itself_takes_maps_of_any_size(tile, size):
+    # The module leaves maps under MIN_MAP_CELLS to torch, but the function computes them: a 1x1
+    # channels-last batch is also NCHW-contiguous, and its padded tiles come out in another layout.
+    torch.manual_seed(5)
+    conv = nn.Conv2d(64, 16, 3, padding=1).double()
+    x = torch.randn(8, 64, size, size, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    got = winograd.winograd_conv3x3(x, winograd.transform_weight(conv.weight, tile), conv.bias)
+    expected = conv(x)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(torch.autograd.grad(got.sum(), x)[0], torch.autograd.grad(expected.sum(), x)[0],
+                               rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("images_per_chunk", [1, 2])
@@ -66,11 +86,73 @@ def test_a_batch_over_the_chunk_goes_in_whole_image_chunks_with_the_same_values_
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
 
-def test_float32_error_is_a_few_times_rounding():
+def test_the_tile_matrices_are_lavin_and_grays():
+    # F(4x4, 3x3) as printed in Lavin and Gray (2016); toom_cook builds them (and F(6x6, 3x3)'s) from the points
+    bt, g, at = toom_cook(4)
+    assert torch.equal(bt, torch.tensor([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                                         [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]],
+                                        dtype=torch.float64))
+    torch.testing.assert_close(g, torch.tensor([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                                                [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]],
+                                               dtype=torch.float64), rtol=0, atol=1e-15)
+    assert torch.equal(at, torch.tensor([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+                                         [0, 1, -1, 8, -8, 1]], dtype=torch.float64))
+    assert [m.shape for m in toom_cook(6)] == [(8, 8), (8, 3), (6, 8)]
+
+
+@pytest.mark.parametrize("height, width, channels, tile", [
+    (15, 17, 256, None),   # under MIN_MAP_CELLS: torch's convolution
+    (16, 16, 256, 4), (38, 38, 512, 4), (63, 65, 256, 4),
+    (64, 64, 256, 6), (75, 75, 256, 6), (150, 150, 128, 6),
+    (256, 256, 128, None),  # one image's 6x6 tiles: 64 x 43 x 43 x 128 floats, over MAX_IMAGE_FLOATS
+    (256, 256, 64, 6),
+])
+def test_tile_size_by_map(height, width, channels, tile):
+    assert tile_for(height, width, channels) == tile
+    assert height * width < MIN_MAP_CELLS or tile is None or (height * width >= LARGE_MAP_CELLS) == (tile == 6)
+    # with a backward pass the size limit does not apply (oneDNN's gradient convolutions are slower)
+    assert tile_for(height, width, channels, backward=True) == (None if height * width < MIN_MAP_CELLS else
+                                                                 6 if height * width >= LARGE_MAP_CELLS else 4)
+
+
+def test_a_map_whose_tiles_exceed_the_limit_runs_torch_convolution(monkeypatch):
+    monkeypatch.setattr(winograd, "MAX_IMAGE_FLOATS", 64 * 4 * 4 * 128 - 1)  # just under a 24x24 map's 6x6 tiles
+    conv = converted(nn.Conv2d(128, 128, 3, padding=1))
+    x = torch.randn(1, 128, 24, 24)
+    monkeypatch.setattr(winograd, "LARGE_MAP_CELLS", 24 * 24)
+    with torch.no_grad():
+        assert torch.equal(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1))
+    # recording gradients, the same layer is Winograd's (and its gradients are right)
+    calls = []
+    original = winograd._winograd_conv3x3
+    monkeypatch.setattr(winograd, "_winograd_conv3x3", lambda x, *a: calls.append(len(x)) or original(x, *a))
+    x.requires_grad_(True)
+    conv(x).square().sum().backward()
+    assert calls == [1]
+    expected = torch.autograd.grad(F.conv2d(x, conv.weight, conv.bias, padding=1).square().sum(), x)[0]
+    torch.testing.assert_close(x.grad, expected, rtol=1e-3, atol=1e-3)
+    monkeypatch.setattr(winograd, "MAX_IMAGE_FLOATS", 64 * 4 * 4 * 128)
+    with torch.no_grad():
+        assert not torch.equal(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1))  # now Winograd's
+    assert calls == [1, 1]
+
+
+def test_one_module_on_maps_of_both_tile_sizes_keeps_its_cache_right():
+    torch.manual_seed(4)
+    conv = converted(nn.Conv2d(128, 128, 3, padding=1))
+    small, large = torch.randn(1, 128, 20, 20), torch.randn(1, 128, 64, 66)
+    with torch.no_grad():
+        for x in (small, large, small, large):
+            torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1), rtol=1e-4, atol=1e-4)
+        assert conv._cached[1].shape[0] == 64  # the last map's transformed weight: 8x8 input tiles
+
+
+@pytest.mark.parametrize("channels, size", [(512, 38), (256, 75)])  # 4x4 tiles, then 6x6
+def test_float32_error_is_a_few_times_rounding(channels, size):
     torch.manual_seed(1)
-    conv = nn.Conv2d(512, 512, 3, padding=1)
+    conv = nn.Conv2d(channels, channels, 3, padding=1)
     fast = converted(conv)
-    x = torch.randn(1, 512, 38, 38)
+    x = torch.randn(1, channels, size, size)
     with torch.no_grad():
         exact = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=1)
         error = (fast(x).double() - exact).abs().max() / exact.abs().max()
@@ -173,15 +255,16 @@ def test_traced_and_frozen_graph_holds_the_transformed_weight_as_a_constant():
         torch.testing.assert_close(frozen(x), conv(x))
 
 
-def test_a_traced_graph_splits_any_batch_size_into_chunks(monkeypatch):
+@pytest.mark.parametrize("size", [20, 64])  # 4x4 tiles, 6x6 tiles
+def test_a_traced_graph_splits_any_batch_size_into_chunks(size, monkeypatch):
     monkeypatch.setattr(winograd, "CHUNK", 1)  # eagerly, one image a chunk
     conv = converted(nn.Conv2d(128, 128, 3, padding=1)).eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        frozen = torch.jit.freeze(torch.jit.trace(conv, torch.randn(2, 128, 20, 20)))
+        frozen = torch.jit.freeze(torch.jit.trace(conv, torch.randn(2, 128, size, size)))
         assert "prim::Loop" in str(frozen.graph)  # the chunks are a loop in the graph, not unrolled
         for batch in (1, 3, 5):
-            x = torch.randn(batch, 128, 20, 20)
+            x = torch.randn(batch, 128, size, size)
             torch.testing.assert_close(frozen(x), F.conv2d(x, conv.weight, conv.bias, padding=1),
                                        rtol=1e-4, atol=1e-4)
 

@@ -1,5 +1,5 @@
-"""Winograd F(4x4, 3x3) convolution for the CPU: the deep 3x3 layers of vgg-16 and resnet-50 at
-about half of oneDNN's time on a CPU without AVX-512, forward and backward.
+"""Winograd F(4x4, 3x3) and F(6x6, 3x3) convolutions for the CPU: the deep 3x3 layers of vgg-16 and
+resnet-50 at about half of oneDNN's time on a CPU without AVX-512, forward and backward.
 
 Why by hand: oneDNN's Winograd kernels exist only for AVX-512 CPUs, and PyTorch's NNPACK (which has
 them for AVX2) fails to run on the development machine ("NNPACK SpatialConvolution_updateOutput
@@ -9,15 +9,16 @@ do less arithmetic. Winograd's minimal filtering (Lavin and Gray, "Fast Algorith
 Neural Networks", 2016) computes each 4x4 output tile from a 6x6 input tile with 36 multiplications
 per input/output channel pair instead of 144: four times fewer, at the price of transforming the
 input and output tiles (memory-bound passes) and an error a few times fp32's rounding (relative
-differences ~1e-5 here).
+differences ~1e-5 here). On large maps (:func:`tile_for`) 6x6 output tiles from 8x8 input tiles
+need 64 multiplications per 36 outputs instead of 324, at about twice F(4x4, 3x3)'s error.
 
 All of it is expressed as torch tensor operations (unfold; the input transform as two passes of the
-6-point transform, first over the tiles' rows, then over their columns; one batched matrix multiply
-over the 36 tile positions; the output transform as one 16x36 matrix product), so autograd
-differentiates it, TorchScript traces it
-and the weights stay the convolution's own ``weight`` and ``bias``: :func:`use_winograd` changes
-the class of eligible ``nn.Conv2d`` modules in place, keeping their parameters, state-dict keys,
-names and identity (the base network's layer map used by ``freeze_layer_pattern`` still holds them).
+1-D transform, first over the tiles' rows, then over their columns; one batched matrix multiply
+over the tile positions; the output transform as one matrix product), so autograd differentiates
+it, TorchScript traces it and the weights stay the convolution's own ``weight`` and ``bias``:
+:func:`use_winograd` changes the class of eligible ``nn.Conv2d`` modules in place, keeping their
+parameters, state-dict keys, names and identity (the base network's layer map used by
+``freeze_layer_pattern`` still holds them).
 
 Used by the server's ``winograd`` inference path and by training on the CPU (a whole training step,
 batch 8, 1.37x (300 px) and 1.35x (512 px) faster than with torch's convolutions for vgg-16, 1.16x
@@ -42,6 +43,8 @@ sub-grids took as long as oneDNN (1.01x).
 from __future__ import annotations
 
 import functools
+import math
+from fractions import Fraction
 from typing import Optional
 
 import torch
@@ -52,108 +55,160 @@ MIN_CHANNELS = 128
 """A layer is converted when the harmonic mean of its input and output channels reaches this (the
 module's docstring): 128 in and out, or e.g. 512 in and 84 out."""
 CHUNK = 128 * 1024
-"""The most tiles × channels (the larger of in and out) one call transforms and multiplies: a larger
-batch goes in chunks of whole images, so that each chunk's transformed tiles (36 positions × CHUNK
-floats, 18 MiB) stay in the CPU's caches. At batch 8, vgg-16 at 300 px on the 2-core AVX2 machine
-(bench/checks/winograd_layers.py --batch 8, with and without chunks): conv2_2 (128 channels at
-150x150, one image a chunk) 550 -> 257 ms (oneDNN 307), conv3_2 (256 at 75x75) 300 -> 146 ms,
-conv4_2 (512 at 38x38, two images a chunk) 188 -> 133 ms; the 19x19 layers fit whole. Unchunked,
-the whole batch's tiles did not fit and the layers ran at 0.95x oneDNN's time instead of 0.66x."""
+"""The most tiles × channels (the larger of in and out) one call transforms and multiplies with 4x4
+tiles (with 6x6 tiles, 36/64 of that): a larger batch goes in chunks of whole images, so that each
+chunk's transformed tiles (36 positions × CHUNK floats, 18 MiB) stay in the CPU's caches. At batch
+8, vgg-16 at 300 px on the 2-core AVX2 machine, with 4x4 tiles (bench/checks/winograd_layers.py
+--batch 8, with and without chunks): conv2_2 (128 channels at 150x150, one image a chunk) 550 ->
+257 ms (oneDNN 307), conv3_2 (256 at 75x75) 300 -> 146 ms, conv4_2 (512 at 38x38, two images a
+chunk) 188 -> 133 ms; the 19x19 layers fit whole. Unchunked, the whole batch's tiles did not fit
+and the layers ran at 0.95x oneDNN's time instead of 0.66x."""
 MIN_MAP_CELLS = 16 * 16
 """Smaller maps go to oneDNN: few tiles, and the ones on the edge mostly padding (at 10x10, 1.24x
 oneDNN's time; at 19x19, 0.52-0.75x)."""
 
-# Lavin and Gray's F(4x4, 3x3) matrices: input B^T (6x6), filter G (6x3), output A^T (4x6).
-_BT = [[4, 0, -5, 0, 1, 0],
-       [0, -4, -4, 1, 1, 0],
-       [0, 4, -4, -1, 1, 0],
-       [0, -2, -1, 2, 1, 0],
-       [0, 2, -1, -2, 1, 0],
-       [0, 4, 0, -5, 0, 1]]
-_G = [[1 / 4, 0, 0],
-      [-1 / 6, -1 / 6, -1 / 6],
-      [-1 / 6, 1 / 6, -1 / 6],
-      [1 / 24, 1 / 12, 1 / 6],
-      [1 / 24, -1 / 12, 1 / 6],
-      [0, 0, 1]]
-_AT = [[1, 1, 1, 1, 1, 0],
-       [0, 1, -1, 2, -2, 0],
-       [0, 1, 1, 4, 4, 0],
-       [0, 1, -1, 8, -8, 1]]
-TILE = 4  # output tile side
-_INPUT_TILE = 6
-_POSITIONS = _INPUT_TILE * _INPUT_TILE  # positions in an input tile: the batch of the tile products
-_BIAS_POSITION = 1 * _INPUT_TILE + 1
+LARGE_MAP_CELLS = 64 * 64
+"""Maps of this many cells or more are computed with 6x6 output tiles, F(6x6, 3x3); smaller ones
+with F(4x4, 3x3). The larger tile needs 64 products per 36 output cells instead of 36 per 16 (21%
+fewer multiplications), but its transformed weight is 64/36 as large and its edge tiles waste more
+padding: it pays on the large maps, where the products dominate and the tiles are many, and loses
+on small ones, where the multiply is bound by reading the transformed weight (measured in
+docs/benchmarks.md, bench/checks/winograd_layers.py)."""
+MAX_IMAGE_FLOATS = 8 * 1024 * 1024
+"""The most floats one image's transformed tiles may take (32 MiB, the mmap threshold that
+:mod:`sagedet.allocator` sets): a larger buffer is mapped afresh and faulted in on every call, and
+the layer ran slower than oneDNN: vgg-16 at 512 px, conv2_2 (128 channels at 256x256) 237 ms with
+4x4 tiles, 214 with 6x6, against oneDNN's 124 (bench/checks/winograd_layers.py). Such layers are
+left to torch's convolution in a forward pass alone (:func:`tile_for`); a batch of smaller images is
+split into chunks instead (:data:`CHUNK`)."""
+_POINTS = {4: (0, 1, -1, 2, -2), 6: (0, 1, -1, 2, -2, Fraction(1, 2), Fraction(-1, 2))}
+"""The interpolation points of each tile size (and the point at infinity): Lavin and Gray's for
+F(4x4, 3x3); for F(6x6, 3x3) the usual choice, whose fp32 error stayed at ~1.5e-5 relative, about
+twice F(4x4, 3x3)'s."""
+
+
+def _polynomial(roots: list[Fraction]) -> list[Fraction]:
+    """Coefficients, lowest power first, of the product of (x - root) over ``roots``."""
+    coefficients = [Fraction(1)]
+    for root in roots:
+        coefficients = [high - root * low for high, low in zip([Fraction(0)] + coefficients, coefficients + [0])]
+    return coefficients
 
 
 @functools.lru_cache(maxsize=None)
-def _matrices(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-    """B^T repeated for the 6 tile rows (6x6x6), G (6x3), (A^T ⊗ A^T) (16x36). The input transform
-    B^T d B is applied in two passes of B^T (rows, then columns: 432 multiply-adds per tile and
-    channel) rather than as the Kronecker product B^T ⊗ B^T on the flattened tile (1,296): one 36x36
-    GEMM over ~10^5 columns ran at about a fifth of the CPU's peak, and the two passes took a whole
-    vgg-16 forward from 244 to 227 ms and its converted layers' forward + backward 14% faster
-    (scratch A/B runs, 2026-11-22; docs/benchmarks.md has the committed commands' figures). The
-    output transform stays one Kronecker GEMM: as two passes it was 10-30% slower. Made once per
-    dtype and device, outside inference mode so that autograd may save them."""
+def toom_cook(tile: int) -> tuple[Tensor, Tensor, Tensor]:
+    """B^T (α x α), G (α x 3) and A^T (tile x α), α = tile + 2, of Winograd's F(tile x tile, 3x3),
+    built in exact fractions from :data:`_POINTS` by the Toom-Cook construction (Lavin and Gray,
+    section 4; for tile 4 these are the matrices printed there): row k of B^T holds the coefficients
+    of the product of (x - p) over the other points, row k of G the powers of p_k divided by that
+    product's value at p_k, column k of A^T the powers of p_k; the last row or column is the point
+    at infinity. Returned as float64."""
+    points = [Fraction(p) for p in _POINTS[tile]]
+    bt, g = [], []
+    for k, point in enumerate(points):
+        others = points[:k] + points[k + 1:]
+        bt.append(_polynomial(others) + [Fraction(0)])
+        value = functools.reduce(lambda product, other: product * (point - other), others, Fraction(1))
+        g.append([point ** j / value for j in range(3)])
+    bt.append(_polynomial(points))
+    g.append([Fraction(0), Fraction(0), Fraction(1)])
+    at = [[point ** i for point in points] + [Fraction(int(i == tile - 1))] for i in range(tile)]
+    return tuple(torch.tensor([[float(x) for x in row] for row in m], dtype=torch.float64) for m in (bt, g, at))
+
+
+def tile_for(height: int, width: int, channels: int, backward: bool = False) -> int | None:
+    """The output tile side used on a map of this size, with this many channels (the larger of in
+    and out): 6 on maps of :data:`LARGE_MAP_CELLS` or more, else 4; None where torch's convolution
+    is used instead: maps under :data:`MIN_MAP_CELLS`, and, for a forward pass alone (``backward``
+    false), maps whose one image's transformed tiles would exceed :data:`MAX_IMAGE_FLOATS`. With a
+    backward pass to follow, Winograd's algorithm still wins there: oneDNN's gradient convolutions
+    are slower than its forward one (vgg-16 at 512 px, batch 8, forward + backward, conv2_2: 4.5 s
+    with 6x6 tiles against oneDNN's 10.0 s)."""
+    cells = height * width
+    if cells < MIN_MAP_CELLS:
+        return None
+    tile = 6 if cells >= LARGE_MAP_CELLS else 4
+    if not backward and (tile + 2) ** 2 * -(-height // tile) * -(-width // tile) * channels > MAX_IMAGE_FLOATS:
+        return None
+    return tile
+
+
+@functools.lru_cache(maxsize=None)
+def _matrices(tile: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """B^T repeated for the α tile rows (α x α x α), G (α x 3), (A^T ⊗ A^T) (tile² x α²). The input
+    transform B^T d B is applied in two passes of B^T (rows, then columns: 2α³ multiply-adds per
+    tile and channel) rather than as the Kronecker product B^T ⊗ B^T on the flattened tile (α⁴):
+    for tile 4, one 36x36 GEMM over ~10^5 columns ran at about a fifth of the CPU's peak, and the
+    two passes took a whole vgg-16 forward from 244 to 227 ms and its converted layers' forward +
+    backward 14% faster (scratch A/B runs, 2026-11-22; docs/benchmarks.md has the committed
+    commands' figures). The output transform stays one Kronecker GEMM: as two passes it was 10-30%
+    slower. Made once per tile, dtype and device, outside inference mode so that autograd may save
+    them."""
     with torch.inference_mode(False), torch.no_grad():
-        bt = torch.tensor(_BT, dtype=torch.float64)
-        at = torch.tensor(_AT, dtype=torch.float64)
-        g = torch.tensor(_G, dtype=torch.float64)
-        return (bt.expand(6, 6, 6).to(dtype=dtype, device=device).contiguous(), g.to(dtype=dtype, device=device),
-                torch.kron(at, at).to(dtype=dtype, device=device))
+        bt, g, at = toom_cook(tile)
+        alpha = tile + 2
+        return (bt.expand(alpha, alpha, alpha).to(dtype=dtype, device=device).contiguous(),
+                g.to(dtype=dtype, device=device), torch.kron(at, at).to(dtype=dtype, device=device))
 
 
-def transform_weight(weight: Tensor) -> Tensor:
-    """(C_out, C_in, 3, 3) → U (36, C_in, C_out) = G g G^T per channel pair, differentiable."""
+def transform_weight(weight: Tensor, tile: int = 4) -> Tensor:
+    """(C_out, C_in, 3, 3) → U (α², C_in, C_out) = G g G^T per channel pair, differentiable."""
     c_out, c_in = weight.shape[:2]
-    _, g, _ = _matrices(weight.dtype, weight.device)
-    return torch.einsum("ai,oxij,bj->abxo", g, weight, g).reshape(_POSITIONS, c_in, c_out)
+    _, g, _ = _matrices(tile, weight.dtype, weight.device)
+    return torch.einsum("ai,oxij,bj->abxo", g, weight, g).reshape((tile + 2) ** 2, c_in, c_out)
 
 
-def _tiles(padded: Tensor) -> Tensor:
-    """The overlapping 6x6 input tiles, 4 cells apart, of a padded map (N, C, 4·th + 2, 4·tw + 2),
-    laid out for the transform: (36, N·th·tw·C)."""
-    tiles = padded.unfold(2, 6, 4).unfold(3, 6, 4)  # N, C, th, tw, 6, 6 (literals: see _winograd_conv3x3)
-    return tiles.permute(4, 5, 0, 2, 3, 1).reshape(36, -1)
+def _tiles(padded: Tensor, tile: int) -> Tensor:
+    """The overlapping α x α input tiles (α = tile + 2), ``tile`` cells apart, of a padded map
+    (N, C, tile·th + 2, tile·tw + 2), laid out for the transform: (α², N·th·tw·C)."""
+    alpha = tile + 2
+    tiles = padded.unfold(2, alpha, tile).unfold(3, alpha, tile)  # N, C, th, tw, α, α
+    return tiles.permute(4, 5, 0, 2, 3, 1).reshape(alpha * alpha, -1)
 
 
 class _Tiles(torch.autograd.Function):
     """:func:`_tiles` with a fast backward. Autograd's own gradient of ``unfold`` (a general
     scatter-add) took 11% of a vgg-16 training step; tiles overlap by 2 cells only, so the gradient
-    is four strided additions: each tile's rows and columns 0-3 land in its own 4x4 block, rows and
-    columns 4-5 in the first two of the next block's."""
+    is four strided additions: each tile's rows and columns 0 to tile-1 land in its own block, the
+    last two rows and columns in the first two of the next block's. The tile side is read from
+    ``input_transform`` (α x α x α), so that TorchScript sees tensors only."""
 
     @staticmethod
-    def forward(ctx, padded: Tensor) -> Tensor:
+    def forward(ctx, padded: Tensor, input_transform: Tensor) -> Tensor:
         ctx.shape = padded.shape
-        return _tiles(padded)
+        ctx.tile = input_transform.shape[-1] - 2
+        return _tiles(padded, ctx.tile)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
         n, c, height, width = ctx.shape
-        th, tw = (height - 2) // TILE, (width - 2) // TILE
-        g = grad.view(_INPUT_TILE, _INPUT_TILE, n, th, tw, c).permute(2, 3, 0, 4, 1, 5)  # N, th, 6, tw, 6, C
-        out = grad.new_empty(n, th + 1, TILE, tw + 1, TILE, c)  # channels-last, one block more each way
-        out[:, :th, :, :tw, :] = g[:, :, :TILE, :, :TILE]
+        tile = ctx.tile
+        alpha = tile + 2
+        th, tw = (height - 2) // tile, (width - 2) // tile
+        g = grad.view(alpha, alpha, n, th, tw, c).permute(2, 3, 0, 4, 1, 5)  # N, th, α, tw, α, C
+        out = grad.new_empty(n, th + 1, tile, tw + 1, tile, c)  # channels-last, one block more each way
+        out[:, :th, :, :tw, :] = g[:, :, :tile, :, :tile]
         out[:, th].zero_()
         out[:, :th, :, tw].zero_()
-        out[:, 1:, :2, :tw, :] += g[:, :, TILE:, :, :TILE]
-        out[:, :th, :, 1:, :2] += g[:, :, :TILE, :, TILE:]
-        out[:, 1:, :2, 1:, :2] += g[:, :, TILE:, :, TILE:]
-        out = out.view(n, TILE * (th + 1), TILE * (tw + 1), c)[:, :height, :width]
-        return out.permute(0, 3, 1, 2)
+        out[:, 1:, :2, :tw, :] += g[:, :, tile:, :, :tile]
+        out[:, :th, :, 1:, :2] += g[:, :, :tile, :, tile:]
+        out[:, 1:, :2, 1:, :2] += g[:, :, tile:, :, tile:]
+        out = out.view(n, tile * (th + 1), tile * (tw + 1), c)[:, :height, :width]
+        return out.permute(0, 3, 1, 2), None
 
 
 def winograd_conv3x3(x: Tensor, u: Tensor, bias: Tensor | None = None) -> Tensor:
     """3x3 convolution, stride 1, padding 1 (output the size of the input) of x (N, C_in, H, W) with
-    the transformed weight ``u`` from :func:`transform_weight`. The result is channels-last in
-    memory, as every tile is produced with all its output channels together. A batch whose tiles
-    would exceed :data:`CHUNK` is computed in chunks of whole images; while tracing, the chunking is
-    recorded as a TorchScript loop, so that the graph splits any batch size it is given."""
-    input_transform, _, output_transform = _matrices(x.dtype, x.device)
-    tiles = -(-x.shape[2] // TILE) * -(-x.shape[3] // TILE)
-    images = max(1, CHUNK // (tiles * max(x.shape[1], u.shape[2])))
+    the transformed weight ``u`` from :func:`transform_weight`, whose first dimension (36 or 64)
+    says the tile size. The result is channels-last in memory, as every tile is produced with all
+    its output channels together. A batch whose transformed tiles would exceed 36 x :data:`CHUNK`
+    floats is computed in chunks of whole images; while tracing, the chunking is recorded as a
+    TorchScript loop, so that the graph splits any batch size it is given."""
+    positions = u.shape[0]
+    tile = math.isqrt(positions) - 2
+    input_transform, _, output_transform = _matrices(tile, x.dtype, x.device)
+    tiles = -(-x.shape[2] // tile) * -(-x.shape[3] // tile)
+    images = max(1, 36 * CHUNK // (positions * tiles * max(x.shape[1], u.shape[2])))
     if torch.jit.is_tracing():
         return _scripted_in_chunks()(x, u, bias, input_transform, output_transform, images)
     if x.shape[0] <= images:
@@ -173,31 +228,31 @@ def _scripted_in_chunks():
 
 
 @torch.jit.ignore
-def _tiles_for_autograd(padded):  # unannotated: TorchScript takes Tensor -> Tensor (string annotations fail here)
-    return _Tiles.apply(padded)
+def _tiles_for_autograd(padded, input_transform):  # unannotated: TorchScript takes Tensors (string annotations fail)
+    return _Tiles.apply(padded, input_transform)
 
 
 def _winograd_conv3x3(x: Tensor, u: Tensor, bias: Optional[Tensor], input_transform: Tensor,
                       output_transform: Tensor) -> Tensor:
-    """One chunk. Written for TorchScript too, as is :func:`_tiles` (typing.Optional; TorchScript
-    reads no int globals, so the tile sizes are the literals of TILE, _INPUT_TILE, _POSITIONS and
-    _BIAS_POSITION)."""
-    tile, positions, bias_position = 4, 36, 7
+    """One chunk. Written for TorchScript too, as is :func:`_tiles` (typing.Optional; the tile size
+    comes from the transform's shape)."""
+    alpha = input_transform.shape[-1]
+    tile, positions = alpha - 2, alpha * alpha
     n, c_in, h, w = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
     c_out = u.shape[2]
     tiles_h, tiles_w = -(-h // tile), -(-w // tile)
     padded = F.pad(x, [1, tile * tiles_w + 1 - w, 1, tile * tiles_h + 1 - h])
     if torch.is_grad_enabled() and padded.requires_grad:
-        tiles = _tiles_for_autograd(padded)
+        tiles = _tiles_for_autograd(padded, input_transform)
     else:
-        tiles = _tiles(padded)
-    rows = (input_transform[0] @ tiles.view(6, -1)).view(6, 6, -1)  # B^T over the tiles' rows
+        tiles = _tiles(padded, tile)
+    rows = (input_transform[0] @ tiles.reshape(alpha, -1)).view(alpha, alpha, -1)  # B^T over the tiles' rows
     v = torch.matmul(input_transform, rows).view(positions, n * tiles_h * tiles_w, c_in)  # then columns
-    m = torch.bmm(v, u)  # 36, tiles, C_out
+    m = torch.bmm(v, u)  # α², tiles, C_out
     if bias is not None:
-        # Column 1 of A^T is all ones, so adding b at tile position (1, 1) adds b to all 16
-        # outputs of the tile: the bias costs 1/16 of a pass over the output instead of a pass.
-        m[bias_position].add_(bias)
+        # Column 1 of A^T is all ones (the point 1), so adding b at tile position (1, 1) adds b to all
+        # outputs of the tile: the bias costs 1/α² of a pass over the products instead of a pass.
+        m[alpha + 1].add_(bias)
     y = (output_transform @ m.view(positions, -1)).view(tile, tile, n, tiles_h, tiles_w, c_out)
     y = y.permute(2, 3, 0, 4, 1, 5).reshape(n, tile * tiles_h, tile * tiles_w, c_out)
     if tile * tiles_h != h or tile * tiles_w != w:
@@ -205,43 +260,44 @@ def _winograd_conv3x3(x: Tensor, u: Tensor, bias: Optional[Tensor], input_transf
     return y.permute(0, 3, 1, 2)
 
 
-assert (TILE, _INPUT_TILE, _POSITIONS, _BIAS_POSITION) == (4, 6, 36, 7)  # the literals above
-
-
-def _untraced_transform(weight: Tensor) -> Tensor:
+def _untraced_transform(weight: Tensor, tile: int) -> Tensor:
     """The transformed weight, computed outside any running trace: a traced graph then holds it as a
     constant instead of recomputing it on every call (``torch.jit.freeze`` does not fold einsum)."""
     state = torch._C._get_tracing_state()
     torch._C._set_tracing_state(None)
     try:
         with torch.no_grad():
-            return transform_weight(weight).contiguous()
+            return transform_weight(weight, tile).contiguous()
     finally:
         torch._C._set_tracing_state(state)
 
 
 class WinogradConv2d(nn.Conv2d):
     """An ``nn.Conv2d`` (3x3, stride 1, padding 1, no dilation, one group, zero padding) computed with
-    Winograd F(4x4, 3x3). Built by :func:`use_winograd` from an existing convolution; the
-    transformed weight is cached for inference (no autograd) and recomputed when the weight changes
-    (its version counter) or while gradients are recorded."""
+    Winograd F(4x4, 3x3), or F(6x6, 3x3) on maps of :data:`LARGE_MAP_CELLS` or more, or by torch's
+    own convolution where :func:`tile_for` says so. Built by
+    :func:`use_winograd` from an existing convolution; the transformed weight is cached for
+    inference (no autograd) and recomputed when the weight or the tile size changes (the weight's
+    version counter) or while gradients are recorded."""
 
-    _cached: tuple[tuple[int, int, torch.dtype, bool], Tensor] | None
+    _cached: tuple[tuple[int, int, torch.dtype, bool, int], Tensor] | None
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.shape[2] * x.shape[3] < MIN_MAP_CELLS:
+        recording = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
+        tile = tile_for(x.shape[2], x.shape[3], max(self.in_channels, self.out_channels), backward=recording)
+        if tile is None:
             return super().forward(x)
         weight = self.weight.to(x.dtype)
         if torch.is_grad_enabled() and weight.requires_grad:
-            u = transform_weight(weight)
+            u = transform_weight(weight, tile)
         else:
             # A weight made in inference mode is an inference tensor: it has no version counter
             # (and training does not update it in place), and what is computed from it must not
             # reach autograd later, so the mode is part of the key.
             version = -1 if self.weight.is_inference() else self.weight._version
-            key = (version, self.weight.data_ptr(), x.dtype, torch.is_inference_mode_enabled())
+            key = (version, self.weight.data_ptr(), x.dtype, torch.is_inference_mode_enabled(), tile)
             if self._cached is None or self._cached[0] != key:
-                self._cached = (key, _untraced_transform(weight))
+                self._cached = (key, _untraced_transform(weight, tile))
             u = self._cached[1]
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return winograd_conv3x3(x, u, bias)
@@ -256,7 +312,7 @@ def computable(conv: nn.Module) -> bool:
 
 
 def eligible(conv: nn.Module) -> bool:
-    """Whether ``conv`` is a convolution Winograd F(4x4, 3x3) computes exactly and faster: the
+    """Whether ``conv`` is a convolution Winograd's algorithm computes exactly and faster: the
     harmonic mean of its channel counts reaches :data:`MIN_CHANNELS`."""
     if not computable(conv):
         return False

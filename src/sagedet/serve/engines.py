@@ -10,9 +10,9 @@ eager           the PyTorch model as trained; on CUDA in channels-last under bf1
 torchscript     the graph traced and frozen (batch normalization folded into the convolutions),
                 in channels-last; on CUDA traced under the same autocast
 winograd        the torchscript path with the deep 3x3 convolutions computed by Winograd
-                F(4x4, 3x3) (:mod:`sagedet.model.winograd`: fewer multiplications, answers equal
-                to fp32 rounding); CPU only, and only for models that have such layers (vgg-16,
-                resnet-50; not mobilenet-v3)
+                F(4x4, 3x3) or, on large maps, F(6x6, 3x3) (:mod:`sagedet.model.winograd`: fewer
+                multiplications, answers equal to fp32 rounding); CPU only, and only for models
+                that have such layers (vgg-16, resnet-50; not mobilenet-v3)
 onnxruntime     ONNX Runtime's CPU provider (graph optimizations on) running ``model.onnx`` from
                 the model folder when ``sagedet export`` wrote one there, else the graph exported
                 in memory when the worker starts (torch's TorchScript-based exporter, ~1 s); CPU

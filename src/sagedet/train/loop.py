@@ -37,7 +37,7 @@ from ..evaluate.detections import ImageDetections
 from ..evaluate.voc_map import voc_map
 from ..model.precision import amp_dtype
 from ..model.ssd import SSDDetector
-from ..model.winograd import MIN_MAP_CELLS, use_winograd
+from ..model.winograd import LARGE_MAP_CELLS, MIN_MAP_CELLS, use_winograd
 from ..sagemaker.hyperparameters import TrainingConfig
 from ..sagemaker.metrics_log import MetricsLogger
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -141,8 +141,8 @@ class Trainer:
                 log(f"CPU training: {malloc}")
         if winograd_layers and self.is_main:
             log(f"CPU training: {len(winograd_layers)} 3x3 convolutions computed by Winograd F(4x4, 3x3) "
-                f"on maps of {MIN_MAP_CELLS} cells or more (same parameters and results to float32 rounding; "
-                f"fewer multiplications)")
+                f"on maps of {MIN_MAP_CELLS} cells or more, F(6x6, 3x3) on maps of {LARGE_MAP_CELLS} or more "
+                f"(same parameters and results to float32 rounding; fewer multiplications)")
         self.network: torch.nn.Module = self.model  # what the training step calls: the model, or DDP around it
         if self.collective.active:
             self.network = torch.nn.parallel.DistributedDataParallel(

@@ -199,7 +199,8 @@ class OursStepper(Stepper):
     def __init__(self, model: nn.Module, device: torch.device):
         super().__init__(model, device)
         if device.type != "cuda":
-            use_winograd(self.model)  # as the Trainer on the CPU (in place: the optimizer keeps its parameters)
+            # as the Trainer on the CPU (in place: the optimizer keeps its parameters)
+            use_winograd(self.model, training=True)
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         with self.autocast():  # the loss outside autocast, as in the Trainer

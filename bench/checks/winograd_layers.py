@@ -95,8 +95,8 @@ def main() -> None:
                         assert torch.allclose(expected, fast(x), rtol=1e-3, atol=1e-3 * expected.abs().max().item())
             finally:
                 winograd_module.tile_for = tile_for
-        tile = tile_for(shape[2], shape[3], max(conv.in_channels, conv.out_channels), backward=args.backward)
-        if not eligible(conv) or tile is None:
+        tile = tile_for(shape[2], shape[3], conv.in_channels, conv.out_channels, backward=args.backward)
+        if not eligible(conv, training=args.backward) or tile is None:
             rule, chosen = "oneDNN", direct
         else:
             rule, chosen = f"F({tile}x{tile})", winograd[tile]

@@ -105,14 +105,46 @@ def test_the_tile_matrices_are_lavin_and_grays():
     (16, 16, 256, 4), (38, 38, 512, 4), (63, 65, 256, 4),
     (64, 64, 256, 6), (75, 75, 256, 6), (150, 150, 128, 6),
     (256, 256, 128, None),  # one image's 6x6 tiles: 64 x 43 x 43 x 128 floats, over MAX_IMAGE_FLOATS
-    (256, 256, 64, 6),
+    (180, 180, 128, 6),     # 64 x 30 x 30 x 128: under it
 ])
 def test_tile_size_by_map(height, width, channels, tile):
-    assert tile_for(height, width, channels) == tile
+    assert tile_for(height, width, channels, channels) == tile
     assert height * width < MIN_MAP_CELLS or tile is None or (height * width >= LARGE_MAP_CELLS) == (tile == 6)
     # with a backward pass the size limit does not apply (oneDNN's gradient convolutions are slower)
-    assert tile_for(height, width, channels, backward=True) == (None if height * width < MIN_MAP_CELLS else
-                                                                 6 if height * width >= LARGE_MAP_CELLS else 4)
+    assert tile_for(height, width, channels, channels, backward=True) == (
+        None if height * width < MIN_MAP_CELLS else 6 if height * width >= LARGE_MAP_CELLS else 4)
+
+
+@pytest.mark.parametrize("c_in, c_out, forward, backward", [
+    (128, 128, True, True), (512, 84, True, True),
+    (64, 64, False, True), (64, 128, False, True),   # harmonic means 64 and 85: for training steps only
+    (64, 32, False, False), (3, 64, False, False),   # 43 and 6: never
+])
+def test_narrower_layers_only_with_a_backward_pass(c_in, c_out, forward, backward):
+    assert tile_for(40, 40, c_in, c_out) == (4 if forward else None)
+    assert tile_for(40, 40, c_in, c_out, backward=True) == (4 if backward else None)
+    conv = nn.Conv2d(c_in, c_out, 3, padding=1)
+    assert eligible(conv) is forward and eligible(conv, training=True) is backward
+
+
+def test_a_layer_converted_for_training_runs_torch_convolution_in_a_forward_pass_alone(monkeypatch):
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1))
+    assert use_winograd(copy.deepcopy(model)) == []
+    conv = model[0]
+    assert use_winograd(model, training=True) == ["0"] and type(conv) is WinogradConv2d
+    calls = []
+    original = winograd._winograd_conv3x3
+    monkeypatch.setattr(winograd, "_winograd_conv3x3", lambda x, *a: calls.append(len(x)) or original(x, *a))
+    x = torch.randn(2, 64, 20, 20)
+    with torch.no_grad():  # validation
+        assert torch.equal(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1)) and calls == []
+    x.requires_grad_(True)
+    conv(x).square().sum().backward()  # a training step
+    assert calls == [2]
+    grads = torch.autograd.grad(F.conv2d(x, conv.weight, conv.bias, padding=1).square().sum(), [x, conv.weight])
+    torch.testing.assert_close(x.grad, grads[0], rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(conv.weight.grad, grads[1], rtol=1e-3, atol=1e-2)
 
 
 def test_a_map_whose_tiles_exceed_the_limit_runs_torch_convolution(monkeypatch):
@@ -289,7 +321,8 @@ def test_converted_vgg16_detector_gives_the_same_outputs(num_classes, heads):
             torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3)
 
 
-def test_loss_and_every_gradient_of_a_converted_detector_match_the_original_in_float64():
+@pytest.mark.parametrize("training, layers", [(False, 10), (True, 12)])  # as the server, as the Trainer converts it
+def test_loss_and_every_gradient_of_a_converted_detector_match_the_original_in_float64(training, layers):
     # Through the whole vgg-16 SSD: loss with hard negative mining, backward, every parameter's
     # gradient. In float64, so that rounding cannot flip a ReLU, a max-pool choice or a mined
     # negative (in float32 the *direct* model's own gradients differ from float64 by up to 8% in
@@ -297,7 +330,7 @@ def test_loss_and_every_gradient_of_a_converted_detector_match_the_original_in_f
     torch.manual_seed(3)
     model = build_ssd("vgg-16", 3, 268).double()
     fast = copy.deepcopy(model)
-    assert len(use_winograd(fast)) == 10
+    assert len(use_winograd(fast, training=training)) == layers
     images = torch.rand(2, 3, 268, 268, dtype=torch.float64)
     boxes = torch.tensor([[[0.1, 0.1, 0.5, 0.6]], [[0.3, 0.2, 0.9, 0.8]]], dtype=torch.float64)
     labels = torch.tensor([[0], [2]])

@@ -54,6 +54,13 @@ from torch import Tensor, nn
 MIN_CHANNELS = 128
 """A layer is converted when the harmonic mean of its input and output channels reaches this (the
 module's docstring): 128 in and out, or e.g. 512 in and 84 out."""
+MIN_TRAINING_CHANNELS = 64
+"""For training, layers from this harmonic mean on are converted too, and computed by Winograd's
+algorithm where gradients are recorded: with the backward pass oneDNN's time is about three times
+its forward time and these layers pay as well (vgg-16 at 300 px, batch 8, forward + backward with
+6x6 tiles against oneDNN: conv1_2, 64 channels at 300x300, 1.85 s against 3.08; conv2_1, 64→128 at
+150x150, 0.41 against 0.87; bench/checks/winograd_layers.py --backward). In a forward pass alone
+(validation, inference) they run torch's convolution: there they lose (conv1_2 2.1x oneDNN's time)."""
 CHUNK = 128 * 1024
 """The most tiles × channels (the larger of in and out) one call transforms and multiplies with 4x4
 tiles (with 6x6 tiles, 36/64 of that): a larger batch goes in chunks of whole images, so that each
@@ -116,19 +123,28 @@ def toom_cook(tile: int) -> tuple[Tensor, Tensor, Tensor]:
     return tuple(torch.tensor([[float(x) for x in row] for row in m], dtype=torch.float64) for m in (bt, g, at))
 
 
-def tile_for(height: int, width: int, channels: int, backward: bool = False) -> int | None:
-    """The output tile side used on a map of this size, with this many channels (the larger of in
-    and out): 6 on maps of :data:`LARGE_MAP_CELLS` or more, else 4; None where torch's convolution
-    is used instead: maps under :data:`MIN_MAP_CELLS`, and, for a forward pass alone (``backward``
-    false), maps whose one image's transformed tiles would exceed :data:`MAX_IMAGE_FLOATS`. With a
-    backward pass to follow, Winograd's algorithm still wins there: oneDNN's gradient convolutions
-    are slower than its forward one (vgg-16 at 512 px, batch 8, forward + backward, conv2_2: 4.5 s
-    with 6x6 tiles against oneDNN's 10.0 s)."""
+def _wide_enough(in_channels: int, out_channels: int, minimum: int) -> bool:
+    """Whether the harmonic mean of the channel counts, 2·C_in·C_out / (C_in + C_out), reaches ``minimum``."""
+    return 2 * in_channels * out_channels >= minimum * (in_channels + out_channels)
+
+
+def tile_for(height: int, width: int, in_channels: int, out_channels: int, backward: bool = False) -> int | None:
+    """The output tile side a converted layer uses on a map of this size: 6 on maps of
+    :data:`LARGE_MAP_CELLS` or more, else 4; None where torch's convolution is used instead: maps
+    under :data:`MIN_MAP_CELLS`, and, in a forward pass alone (``backward`` false), layers narrower
+    than :data:`MIN_CHANNELS` (converted for training only) and maps whose one image's transformed
+    tiles would exceed :data:`MAX_IMAGE_FLOATS`. With a backward pass to follow, Winograd's
+    algorithm still wins on those maps: oneDNN's gradient convolutions are slower than its forward
+    one (vgg-16 at 512 px, batch 8, forward + backward, conv2_2: 4.5 s with 6x6 tiles against
+    oneDNN's 10.0 s)."""
     cells = height * width
     if cells < MIN_MAP_CELLS:
         return None
+    if not _wide_enough(in_channels, out_channels, MIN_TRAINING_CHANNELS if backward else MIN_CHANNELS):
+        return None
     tile = 6 if cells >= LARGE_MAP_CELLS else 4
-    if not backward and (tile + 2) ** 2 * -(-height // tile) * -(-width // tile) * channels > MAX_IMAGE_FLOATS:
+    floats = (tile + 2) ** 2 * -(-height // tile) * -(-width // tile) * max(in_channels, out_channels)
+    if not backward and floats > MAX_IMAGE_FLOATS:
         return None
     return tile
 
@@ -284,7 +300,7 @@ class WinogradConv2d(nn.Conv2d):
 
     def forward(self, x: Tensor) -> Tensor:
         recording = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
-        tile = tile_for(x.shape[2], x.shape[3], max(self.in_channels, self.out_channels), backward=recording)
+        tile = tile_for(x.shape[2], x.shape[3], self.in_channels, self.out_channels, backward=recording)
         if tile is None:
             return super().forward(x)
         weight = self.weight.to(x.dtype)
@@ -311,13 +327,12 @@ def computable(conv: nn.Module) -> bool:
             and conv.padding_mode == "zeros")
 
 
-def eligible(conv: nn.Module) -> bool:
+def eligible(conv: nn.Module, training: bool = False) -> bool:
     """Whether ``conv`` is a convolution Winograd's algorithm computes exactly and faster: the
-    harmonic mean of its channel counts reaches :data:`MIN_CHANNELS`."""
-    if not computable(conv):
-        return False
-    c_in, c_out = conv.in_channels, conv.out_channels
-    return 2 * c_in * c_out >= MIN_CHANNELS * (c_in + c_out)
+    harmonic mean of its channel counts reaches :data:`MIN_CHANNELS`, or for training
+    :data:`MIN_TRAINING_CHANNELS`."""
+    return computable(conv) and _wide_enough(conv.in_channels, conv.out_channels,
+                                             MIN_TRAINING_CHANNELS if training else MIN_CHANNELS)
 
 
 def convert(conv: nn.Conv2d) -> WinogradConv2d:
@@ -327,12 +342,13 @@ def convert(conv: nn.Conv2d) -> WinogradConv2d:
     return conv
 
 
-def use_winograd(model: nn.Module) -> list[str]:
-    """Convert every eligible convolution of ``model`` in place; returns their names. For the CPU:
-    CUDA has cuDNN's own algorithms."""
+def use_winograd(model: nn.Module, training: bool = False) -> list[str]:
+    """Convert every eligible convolution of ``model`` in place (with ``training``, also those that
+    pay only with a backward pass); returns their names. For the CPU: CUDA has cuDNN's own
+    algorithms."""
     names = []
     for name, module in model.named_modules():
-        if eligible(module):
+        if eligible(module, training):
             convert(module)
             names.append(name)
     return names

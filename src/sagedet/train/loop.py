@@ -37,7 +37,7 @@ from ..evaluate.detections import ImageDetections
 from ..evaluate.voc_map import voc_map
 from ..model.precision import amp_dtype
 from ..model.ssd import SSDDetector
-from ..model.winograd import LARGE_MAP_CELLS, MIN_MAP_CELLS, use_winograd
+from ..model.winograd import LARGE_MAP_CELLS, MIN_MAP_CELLS, eligible, use_winograd
 from ..sagemaker.hyperparameters import TrainingConfig
 from ..sagemaker.metrics_log import MetricsLogger
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -133,16 +133,19 @@ class Trainer:
         self.channels_last = runtime.cuda or model.cpu_channels_last
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        winograd_layers = []
+        winograd_layers, wide = [], 0
         if not runtime.cuda:
-            winograd_layers = use_winograd(self.model)
+            wide = sum(eligible(module) for module in self.model.modules())
+            winograd_layers = use_winograd(self.model, training=True)
             malloc = tune_malloc()  # before the data loader's workers fork, so they inherit it
             if self.is_main:
                 log(f"CPU training: {malloc}")
         if winograd_layers and self.is_main:
             log(f"CPU training: {len(winograd_layers)} 3x3 convolutions computed by Winograd F(4x4, 3x3) "
                 f"on maps of {MIN_MAP_CELLS} cells or more, F(6x6, 3x3) on maps of {LARGE_MAP_CELLS} or more "
-                f"(same parameters and results to float32 rounding; fewer multiplications)")
+                f"(same parameters and results to float32 rounding; fewer multiplications); "
+                f"{len(winograd_layers) - wide} of them, narrower, in training steps only (validation runs them "
+                f"with torch's convolution)")
         self.network: torch.nn.Module = self.model  # what the training step calls: the model, or DDP around it
         if self.collective.active:
             self.network = torch.nn.parallel.DistributedDataParallel(

@@ -1,6 +1,8 @@
 """Training step with and without Winograd 3x3 layers, and torchvision's step for the same network,
-the three models' steps alternating in one process (so that drifts of the shared machine hit all):
-images/s and the ratio to ours without Winograd.
+the models' steps alternating in one process (so that drifts of the shared machine hit all):
+images/s and the ratio to ours without Winograd. Ours with Winograd twice: converted as the server
+converts (the layers that win a forward pass alone) and as the Trainer converts (also the narrower
+layers that win only with the backward pass, 2026-11-22).
 
     .venv/bin/python bench/checks/winograd_training.py NETWORK IMAGE_SHAPE ROUNDS
 """
@@ -16,10 +18,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from train_throughput import OursStepper, PeerStepper, Stepper, peer_inputs, random_batches, torchvision_peer  # noqa: E402,E501
 
 from sagedet.model.ssd import build_ssd  # noqa: E402
+from sagedet.model.winograd import use_winograd  # noqa: E402
 
 
 class WithoutWinograd(Stepper):
     """Our step as before Winograd: torch's convolutions everywhere."""
+
+    losses = OursStepper.losses
+
+
+class WideLayersOnly(Stepper):
+    """Our step with only the layers the server converts (``use_winograd`` without ``training``)."""
+
+    def __init__(self, model, device):
+        super().__init__(model, device)
+        use_winograd(self.model)
 
     losses = OursStepper.losses
 
@@ -58,7 +71,8 @@ def timed_rounds(steppers: dict[str, Stepper], inputs: dict[str, list], rounds: 
 def main() -> None:
     network, size, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     steppers, inputs = build_steppers(network, size, [("torch convolutions", WithoutWinograd),
-                                                      ("Winograd 3x3 layers", OursStepper)])
+                                                      ("Winograd, the server's layers", WideLayersOnly),
+                                                      ("Winograd, the Trainer's layers", OursStepper)])
     for name, step in steppers.items():
         step(inputs[name][0])  # warm-up
     seconds = timed_rounds(steppers, inputs, rounds)

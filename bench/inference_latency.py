@@ -14,7 +14,7 @@ after ``--warmup`` calls, median and mean in milliseconds:
   server's ``torchscript`` path), and traced and ``torch.jit.optimize_for_inference`` (oneDNN),
   then the same NMS;
 - **sagedet winograd**: the server's ``winograd`` path (``sagedet.serve.engines.winograd_path``):
-  the frozen channels-last graph with the deep 3x3 convolutions computed by Winograd F(4x4, 3x3)
+  the frozen channels-last graph with the deep 3x3 convolutions computed by Winograd F(4x4, 3x3) or F(6x6, 3x3)
   (``sagedet.model.winograd``), for the networks that have such layers (vgg-16, resnet-50);
 - **sagedet ONNX Runtime**: ONNX Runtime's CPU provider with ORT_ENABLE_ALL, then the same NMS,
   on the graph a worker exports in memory when it starts (torch's TorchScript-based exporter) and

@@ -20,9 +20,10 @@ For each base network and image size (default 300 and 512), at one batch size:
 
 Both models train as the job's Trainer trains: on CUDA channels-last, bf16 (else fp16) autocast,
 fused SGD; on the CPU in fp32, ours channels-last where the base network trains faster so
-(``BaseNetwork.cpu_channels_last``: mobilenet-v3, resnet-50) and with its deep 3x3 convolutions
-computed by Winograd F(4x4, 3x3) (``sagedet.model.winograd``: vgg-16, resnet-50), torchvision's as
-torchvision runs (NCHW, torch's convolutions). The peer is built before ours is converted.
+(``BaseNetwork.cpu_channels_last``: mobilenet-v3, resnet-50) and with its 3x3 convolutions computed
+by Winograd's algorithm as the Trainer converts them (``sagedet.model.winograd``: vgg-16, resnet-50),
+torchvision's as torchvision runs (NCHW, torch's convolutions). The peer is built before ours is
+converted.
 
 Steps are timed with ``time.perf_counter()`` after the warm-up steps (CUDA synchronized); our step
 and torchvision's take turns, one step each per round, so that the shared machine's drifts in speed

@@ -20,16 +20,19 @@ it, TorchScript traces it and the weights stay the convolution's own ``weight`` 
 parameters, state-dict keys, names and identity (the base network's layer map used by
 ``freeze_layer_pattern`` still holds them).
 
-Used by the server's ``winograd`` inference path and by training on the CPU (a whole training step,
-batch 8, 1.37x (300 px) and 1.35x (512 px) faster than with torch's convolutions for vgg-16, 1.16x
-and 1.14x for resnet-50, in A/B runs on the development machine; bench/checks/winograd_training.py).
+Used by the server's ``winograd`` inference path and by training on the CPU, which also converts the
+narrower layers that pay only with a backward pass (:data:`MIN_TRAINING_CHANNELS`): a whole training
+step, batch 8, 300 px, ran 1.71x faster than with torch's convolutions for vgg-16 (1.55x with the
+server's layers only) and 1.18x for resnet-50, the steps alternating in one process on the
+development machine (bench/checks/winograd_training.py, 2026-11-22).
 
 Which layers pay (bench/checks/winograd_layers.py, one 2-core AVX2 CPU, one image, with glibc's
 malloc set as :mod:`sagedet.allocator` sets it): the transforms cost memory traffic proportional to
 C_in + C_out per tile, the multiply C_in x C_out, so what decides is their ratio, half the harmonic
 mean of the two channel counts. :func:`eligible` takes a layer when that harmonic mean,
 2·C_in·C_out / (C_in + C_out), reaches 128 (every layer with 128 or more channels in and out, and
-the wide class heads). Measured, against oneDNN's time: vgg-16's 128 at 150x150 0.80-0.83x, 256 at
+the wide class heads). Measured with 4x4 tiles before the separable input transform (newer figures,
+both tile sizes, in docs/benchmarks.md), against oneDNN's time: vgg-16's 128 at 150x150 0.80-0.83x, 256 at
 75x75 0.50-0.53x, 512 at 38x38 0.41-0.43x, 512 at 19x19 0.52-0.54x; resnet-50's 256 at 38x38
 0.54-0.59x, 128 at 38x38 0.69-0.71x; class heads for 20 classes, 512→84 at 38x38 0.72-0.83x,
 1024→126 at 19x19 0.49-0.52x, 1024→84 at 38x38 0.66x. Below 128 they lose or tie: 512→64 at 38x38
@@ -154,12 +157,10 @@ def _matrices(tile: int, dtype: torch.dtype, device: torch.device) -> tuple[Tens
     """B^T repeated for the α tile rows (α x α x α), G (α x 3), (A^T ⊗ A^T) (tile² x α²). The input
     transform B^T d B is applied in two passes of B^T (rows, then columns: 2α³ multiply-adds per
     tile and channel) rather than as the Kronecker product B^T ⊗ B^T on the flattened tile (α⁴):
-    for tile 4, one 36x36 GEMM over ~10^5 columns ran at about a fifth of the CPU's peak, and the
-    two passes took a whole vgg-16 forward from 244 to 227 ms and its converted layers' forward +
-    backward 14% faster (scratch A/B runs, 2026-11-22; docs/benchmarks.md has the committed
-    commands' figures). The output transform stays one Kronecker GEMM: as two passes it was 10-30%
-    slower. Made once per tile, dtype and device, outside inference mode so that autograd may save
-    them."""
+    for tile 4, one 36x36 GEMM over ~10^5 columns ran at about a fifth of the CPU's matrix-multiply
+    rate, and the two passes were faster forward and forward + backward (docs/benchmarks.md, fifth
+    session). The output transform stays one Kronecker GEMM: as two passes it was slower. Made once
+    per tile, dtype and device, outside inference mode so that autograd may save them."""
     with torch.inference_mode(False), torch.no_grad():
         bt, g, at = toom_cook(tile)
         alpha = tile + 2

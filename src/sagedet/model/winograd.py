@@ -61,8 +61,8 @@ MIN_TRAINING_CHANNELS = 64
 """For training, layers from this harmonic mean on are converted too, and computed by Winograd's
 algorithm where gradients are recorded: with the backward pass oneDNN's time is about three times
 its forward time and these layers pay as well (vgg-16 at 300 px, batch 8, forward + backward with
-6x6 tiles against oneDNN: conv1_2, 64 channels at 300x300, 1.85 s against 3.08; conv2_1, 64→128 at
-150x150, 0.41 against 0.87; bench/checks/winograd_layers.py --backward). In a forward pass alone
+6x6 tiles against oneDNN: conv1_2, 64 channels at 300x300, 1.63 s against 2.35; conv2_1, 64→128 at
+150x150, 0.36 against 0.92; bench/checks/winograd_layers.py --backward). In a forward pass alone
 (validation, inference) they run torch's convolution: there they lose (conv1_2 2.1x oneDNN's time)."""
 CHUNK = 128 * 1024
 """The most tiles × channels (the larger of in and out) one call transforms and multiplies with 4x4
@@ -76,7 +76,6 @@ and the layers ran at 0.95x oneDNN's time instead of 0.66x."""
 MIN_MAP_CELLS = 16 * 16
 """Smaller maps go to oneDNN: few tiles, and the ones on the edge mostly padding (at 10x10, 1.24x
 oneDNN's time; at 19x19, 0.52-0.75x)."""
-
 LARGE_MAP_CELLS = 64 * 64
 """Maps of this many cells or more are computed with 6x6 output tiles, F(6x6, 3x3); smaller ones
 with F(4x4, 3x3). The larger tile needs 64 products per 36 output cells instead of 36 per 16 (21%

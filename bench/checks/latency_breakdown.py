@@ -30,7 +30,7 @@ from torch import nn
 from torch.profiler import profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from inference_latency import NMS_THRESHOLD, randomize  # noqa: E402
+from inference_latency import NMS_THRESHOLD, alternated, randomize  # noqa: E402
 from machine import add_malloc_option, set_malloc  # noqa: E402
 from train_throughput import torchvision_peer  # noqa: E402
 
@@ -124,15 +124,7 @@ def main() -> None:
         select_detections(*graph(image), NMS_THRESHOLD)
 
     with torch.inference_mode():
-        for _ in range(3):
-            ours()
-            peer([image[0]])
-        times: dict[str, list[float]] = {"ours": [], "peer": []}
-        for _ in range(args.iterations):
-            for key, call in (("ours", ours), ("peer", lambda: peer([image[0]]))):
-                started = time.perf_counter()
-                call()
-                times[key].append((time.perf_counter() - started) * 1000)
+        ours_times, peer_times = alternated(ours, lambda: peer([image[0]]), args.iterations, warmup=3)
         with profile(record_shapes=True) as profiled:
             for _ in range(args.iterations):
                 ours()
@@ -140,7 +132,7 @@ def main() -> None:
     for event in profiled.key_averages(group_by_input_shape=True):
         split[category(event.key, event.input_shapes)] += event.self_cpu_time_total / args.iterations / 1000
     rate = matmul_gflops()
-    ours_ms, peer_ms = statistics.median(times["ours"]), statistics.median(times["peer"])
+    ours_ms, peer_ms = statistics.median(ours_times), statistics.median(peer_times)
     print(f"{args.network} at {args.image_shape}, {args.threads} threads; {malloc}")
     print(f"torchvision eager ({peer_name}): {peer_ms:.1f} ms; sagedet {path_name} path: {ours_ms:.1f} ms "
           f"({ours_ms / peer_ms:.2f}x); the target {TARGET}x is {TARGET * peer_ms:.1f} ms")

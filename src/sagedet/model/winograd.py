@@ -291,10 +291,10 @@ def _untraced_transform(weight: Tensor, tile: int) -> Tensor:
 class WinogradConv2d(nn.Conv2d):
     """An ``nn.Conv2d`` (3x3, stride 1, padding 1, no dilation, one group, zero padding) computed with
     Winograd F(4x4, 3x3), or F(6x6, 3x3) on maps of :data:`LARGE_MAP_CELLS` or more, or by torch's
-    own convolution where :func:`tile_for` says so. Built by
-    :func:`use_winograd` from an existing convolution; the transformed weight is cached for
-    inference (no autograd) and recomputed when the weight or the tile size changes (the weight's
-    version counter) or while gradients are recorded."""
+    own convolution where :func:`tile_for` says so. Built by :func:`use_winograd` from an existing
+    convolution; the transformed weight is cached for inference (no autograd) and recomputed when
+    the weight or the tile size changes (the weight's version counter) or while gradients are
+    recorded."""
 
     _cached: tuple[tuple[int, int, torch.dtype, bool, int], Tensor] | None
 

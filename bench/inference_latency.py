@@ -151,17 +151,22 @@ def alternated(call: Callable[[], object], peer_call: Callable[[], object], iter
                warmup: int) -> tuple[list[float], list[float]]:
     """Milliseconds of ``call`` and of ``peer_call``, taking turns call by call, so that the shared
     machine's drifts in speed (10-40% within minutes here) hit both alike."""
+    times = taking_turns({"ours": call, "peer": peer_call}, iterations, warmup)
+    return times["ours"], times["peer"]
+
+
+def taking_turns(calls: dict[str, Callable[[], object]], iterations: int, warmup: int) -> dict[str, list[float]]:
+    """Milliseconds of each call, the calls taking turns one by one (:func:`alternated` for any number)."""
     for _ in range(warmup):
-        call()
-        peer_call()
-    ours: list[float] = []
-    peers: list[float] = []
+        for call in calls.values():
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(iterations):
-        for times, timed_call in ((ours, call), (peers, peer_call)):
+        for name, call in calls.items():
             started = time.perf_counter()
-            timed_call()
-            times.append((time.perf_counter() - started) * 1000)
-    return ours, peers
+            call()
+            times[name].append((time.perf_counter() - started) * 1000)
+    return times
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,8 @@ need 64 multiplications per 36 outputs instead of 324, at about twice F(4x4, 3x3
 
 All of it is expressed as torch tensor operations (unfold; the input transform as two passes of the
 1-D transform, first over the tiles' rows, then over their columns; one batched matrix multiply
-over the tile positions; the output transform as one matrix product), so autograd differentiates
+over the tile positions; the output transform as one matrix product, or for 6x6 tiles as two
+passes like the input's), so autograd differentiates
 it, TorchScript traces it and the weights stay the convolution's own ``weight`` and ``bias``:
 :func:`use_winograd` changes the class of eligible ``nn.Conv2d`` modules in place, keeping their
 parameters, state-dict keys, names and identity (the base network's layer map used by
@@ -153,18 +154,25 @@ def tile_for(height: int, width: int, in_channels: int, out_channels: int, backw
 
 @functools.lru_cache(maxsize=None)
 def _matrices(tile: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-    """B^T repeated for the α tile rows (α x α x α), G (α x 3), (A^T ⊗ A^T) (tile² x α²). The input
-    transform B^T d B is applied in two passes of B^T (rows, then columns: 2α³ multiply-adds per
-    tile and channel) rather than as the Kronecker product B^T ⊗ B^T on the flattened tile (α⁴):
-    for tile 4, one 36x36 GEMM over ~10^5 columns ran at about a fifth of the CPU's matrix-multiply
-    rate, and the two passes were faster forward and forward + backward (docs/benchmarks.md, fifth
-    session). The output transform stays one Kronecker GEMM: as two passes it was slower. Made once
-    per tile, dtype and device, outside inference mode so that autograd may save them."""
+    """The input transform: B^T repeated for the α tile rows (α x α x α); G (α x 3); the output
+    transform: for 4x4 tiles the Kronecker product A^T ⊗ A^T (tile² x α²), for 6x6 tiles A^T
+    repeated for the tile rows (tile x tile x α).
+
+    The input transform B^T d B is applied in two passes of B^T (rows, then columns: 2α³
+    multiply-adds per tile and channel) rather than as B^T ⊗ B^T on the flattened tile (α⁴): for
+    tile 4, one 36x36 GEMM over ~10^5 columns ran at about a fifth of the CPU's matrix-multiply
+    rate, and the two passes were faster forward and forward + backward. The output transform of
+    4x4 tiles stays one Kronecker GEMM (as two passes, 0.97-1.37x its time on vgg-16's 75x75 to
+    19x19 maps); for 6x6 tiles, whose 36x64 GEMM ran at about a third of the machine's
+    matrix-multiply rate, two passes took 0.64-0.78x its time on the 38x38 to 300x300 maps
+    (bench/checks/output_transform.py; docs/benchmarks.md, sixth session). Made once per tile, dtype
+    and device, outside inference mode so that autograd may save them."""
     with torch.inference_mode(False), torch.no_grad():
         bt, g, at = toom_cook(tile)
         alpha = tile + 2
+        output_transform = at.expand(tile, tile, alpha) if tile == 6 else torch.kron(at, at)
         return (bt.expand(alpha, alpha, alpha).to(dtype=dtype, device=device).contiguous(),
-                g.to(dtype=dtype, device=device), torch.kron(at, at).to(dtype=dtype, device=device))
+                g.to(dtype=dtype, device=device), output_transform.to(dtype=dtype, device=device).contiguous())
 
 
 def transform_weight(weight: Tensor, tile: int = 4) -> Tensor:
@@ -269,7 +277,11 @@ def _winograd_conv3x3(x: Tensor, u: Tensor, bias: Optional[Tensor], input_transf
         # Column 1 of A^T is all ones (the point 1), so adding b at tile position (1, 1) adds b to all
         # outputs of the tile: the bias costs 1/α² of a pass over the products instead of a pass.
         m[alpha + 1].add_(bias)
-    y = (output_transform @ m.view(positions, -1)).view(tile, tile, n, tiles_h, tiles_w, c_out)
+    if output_transform.dim() == 3:  # A^T over the tiles' rows, then columns
+        half = (output_transform[0] @ m.view(alpha, -1)).view(tile, alpha, -1)
+        y = torch.matmul(output_transform, half).view(tile, tile, n, tiles_h, tiles_w, c_out)
+    else:  # (A^T ⊗ A^T) over the flattened tile
+        y = (output_transform @ m.view(positions, -1)).view(tile, tile, n, tiles_h, tiles_w, c_out)
     y = y.permute(2, 3, 0, 4, 1, 5).reshape(n, tile * tiles_h, tile * tiles_w, c_out)
     if tile * tiles_h != h or tile * tiles_w != w:
         y = y[:, :h, :w].contiguous()

@@ -104,6 +104,9 @@ def main() -> None:
         total_chosen += chosen
         print(f"| {name} | {conv.in_channels} | {conv.out_channels} | {shape[2]}x{shape[3]} | {conv.dilation[0]} "
               f"| {direct:.1f} | {winograd[4]:.1f} | {winograd[6]:.1f} | {chosen / direct:.2f} | {rule} |")
+    if not shapes:
+        print(f"\n{args.network} has no 3x3 stride-1 padding-1 convolution to compute by Winograd's algorithm")
+        return
     print(f"\nall these layers: oneDNN {total_direct:.0f} ms, with the rule's choice {total_chosen:.0f} ms "
           f"({total_chosen / total_direct:.2f})")
 

@@ -115,16 +115,20 @@ def test_tile_size_by_map(height, width, channels, tile):
         None if height * width < MIN_MAP_CELLS else 6 if height * width >= LARGE_MAP_CELLS else 4)
 
 
-@pytest.mark.parametrize("c_in, c_out, forward, backward", [
-    (128, 128, True, True), (512, 84, True, True),
-    (64, 64, False, True), (64, 128, False, True),   # harmonic means 64 and 85: for training steps only
-    (64, 32, False, False), (3, 64, False, False),   # 43 and 6: never
+@pytest.mark.parametrize("c_in, c_out, small_map, large_map, backward", [
+    (128, 128, True, True, True), (512, 84, True, True, True),
+    # harmonic means 85 and 96: in a forward pass on maps taking 6x6 tiles only (MIN_LARGE_MAP_CHANNELS)
+    (64, 128, False, True, True), (96, 96, False, True, True),
+    (64, 64, False, False, True),   # 64: for training steps only
+    (64, 32, False, False, False), (3, 64, False, False, False),   # 43 and 6: never
 ])
-def test_narrower_layers_only_with_a_backward_pass(c_in, c_out, forward, backward):
-    assert tile_for(40, 40, c_in, c_out) == (4 if forward else None)
+def test_narrower_layers_by_map_size_and_with_a_backward_pass(c_in, c_out, small_map, large_map, backward):
+    assert tile_for(40, 40, c_in, c_out) == (4 if small_map else None)
+    assert tile_for(72, 72, c_in, c_out) == (6 if large_map else None)
     assert tile_for(40, 40, c_in, c_out, backward=True) == (4 if backward else None)
+    assert tile_for(72, 72, c_in, c_out, backward=True) == (6 if backward else None)
     conv = nn.Conv2d(c_in, c_out, 3, padding=1)
-    assert eligible(conv) is forward and eligible(conv, training=True) is backward
+    assert eligible(conv) is (small_map or large_map) and eligible(conv, training=True) is backward
 
 
 def test_a_layer_converted_for_training_runs_torch_convolution_in_a_forward_pass_alone(monkeypatch):
@@ -210,9 +214,12 @@ def test_output_is_channels_last_whatever_the_input_layout():
     (nn.Conv2d(1024, 324, 3, padding=1), True),   # a class head for 80 classes
     (nn.Conv2d(1024, 84, 3, padding=1), True),    # a class head for 20 classes: 0.66x oneDNN's time
     (nn.Conv2d(512, 84, 3, padding=1), True),     # harmonic mean 144
-    (nn.Conv2d(512, 64, 3, padding=1), False),    # harmonic mean 114: 1.24x
-    (nn.Conv2d(256, 84, 3, padding=1), False),    # harmonic mean 126.5
-    (nn.Conv2d(64, 128, 3, padding=1), False),    # slower than oneDNN (see the module docstring)
+    # harmonic means 114 and 126.5: converted, computed by Winograd on maps taking 6x6 tiles only
+    (nn.Conv2d(512, 64, 3, padding=1), True),
+    (nn.Conv2d(256, 84, 3, padding=1), True),
+    (nn.Conv2d(64, 32, 3, padding=1), False),     # harmonic mean 43
+    (nn.Conv2d(64, 128, 3, padding=1), True),     # harmonic mean 85: on maps taking 6x6 tiles
+    (nn.Conv2d(64, 64, 3, padding=1), False),     # 64: slower than oneDNN without a backward pass
     (nn.Conv2d(1024, 16, 3, padding=1), False),   # a box head, 3x slower
     (nn.Conv2d(256, 256, 3, stride=2, padding=1), False),
     (nn.Conv2d(256, 256, 3, padding=0), False),
@@ -228,7 +235,7 @@ def test_eligible_layers(conv, expected):
 
 def test_conversion_keeps_parameters_names_and_identity():
     model = nn.Sequential(nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.Conv2d(256, 128, 3, padding=1),
-                          nn.Conv2d(128, 64, 3, padding=1))
+                          nn.Conv2d(128, 32, 3, padding=1))
     first, weight = model[0], model[0].weight
     keys = list(model.state_dict())
     names = use_winograd(model)
@@ -304,16 +311,16 @@ def test_a_traced_graph_splits_any_batch_size_into_chunks(size, monkeypatch):
 @pytest.mark.parametrize("num_classes, heads", [
     # with 3 classes the class heads have 16 or 24 output channels, too few to pay
     (3, []),
-    # with 20, 84 or 126: the class heads on 512 and 1024 channels (38x38, 19x19; the two on 10x10 and
-    # 5x5 maps are converted but run torch's convolution, below MIN_MAP_CELLS), not 256→84 (3x3, 1x1)
-    (20, [f"head.classification_head.module_list.{level}" for level in range(4)]),
+    # with 20, 84 or 126: every class head (those on 38x38 and 19x19 maps run Winograd; those on 10x10 to
+    # 1x1 maps are converted but run torch's convolution, below MIN_MAP_CELLS)
+    (20, [f"head.classification_head.module_list.{level}" for level in range(6)]),
 ])
 def test_converted_vgg16_detector_gives_the_same_outputs(num_classes, heads):
     model = build_ssd("vgg-16", num_classes, 300).eval()
     fast = copy.deepcopy(model)
     names = use_winograd(fast)
-    # conv2_2 … conv5_3 and the three extra 3x3 layers at 19x19, then the wide class heads
-    assert names[0] == "features.extractor.features.7" and len(names) == 10 + len(heads)
+    # conv2_1 … conv5_3 and the three extra 3x3 layers at 19x19, then the wide class heads
+    assert names[0] == "features.extractor.features.5" and len(names) == 11 + len(heads)
     assert [name for name in names if name.startswith("head.")] == heads
     images = torch.rand(1, 3, 300, 300)
     with torch.no_grad():
@@ -321,7 +328,7 @@ def test_converted_vgg16_detector_gives_the_same_outputs(num_classes, heads):
             torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3)
 
 
-@pytest.mark.parametrize("training, layers", [(False, 10), (True, 12)])  # as the server, as the Trainer converts it
+@pytest.mark.parametrize("training, layers", [(False, 11), (True, 12)])  # as the server, as the Trainer converts it
 def test_loss_and_every_gradient_of_a_converted_detector_match_the_original_in_float64(training, layers):
     # Through the whole vgg-16 SSD: loss with hard negative mining, backward, every parameter's
     # gradient. In float64, so that rounding cannot flip a ReLU, a max-pool choice or a mined

@@ -93,7 +93,7 @@ def test_winograd_is_offered_for_networks_with_deep_3x3_layers_only(model_dir: P
     mobilenet, _ = load_detector(model_dir)
     assert "winograd" in available_paths(CPU, vgg)
     with pytest.raises(ConfigError,
-                       match=r"SAGEDET_INFERENCE_PATH=winograd: not available .*harmonic mean of 128 or more"):
+                       match=r"SAGEDET_INFERENCE_PATH=winograd: not available .*harmonic mean of 80 or more"):
         build_engine("winograd", mobilenet, model_dir, CPU)
 
 

@@ -30,18 +30,20 @@ development machine (bench/checks/winograd_training.py, 2026-11-22).
 Which layers pay (bench/checks/winograd_layers.py, one 2-core AVX2 CPU, one image, with glibc's
 malloc set as :mod:`sagedet.allocator` sets it): the transforms cost memory traffic proportional to
 C_in + C_out per tile, the multiply C_in x C_out, so what decides is their ratio, half the harmonic
-mean of the two channel counts. :func:`eligible` takes a layer when that harmonic mean,
-2·C_in·C_out / (C_in + C_out), reaches 128 (every layer with 128 or more channels in and out, and
-the wide class heads). Measured with 4x4 tiles before the separable input transform (newer figures,
-both tile sizes, in docs/benchmarks.md), against oneDNN's time: vgg-16's 128 at 150x150 0.80-0.83x, 256 at
-75x75 0.50-0.53x, 512 at 38x38 0.41-0.43x, 512 at 19x19 0.52-0.54x; resnet-50's 256 at 38x38
-0.54-0.59x, 128 at 38x38 0.69-0.71x; class heads for 20 classes, 512→84 at 38x38 0.72-0.83x,
-1024→126 at 19x19 0.49-0.52x, 1024→84 at 38x38 0.66x. Below 128 they lose or tie: 512→64 at 38x38
-(harmonic mean 114) 1.24x, vgg-16's 64→128 at 150x150 (85) 0.96x, 64 at 300x300 (64) 2.6-2.8x, the box
-heads (1024→24: 47) 1.8x. With glibc's default malloc the heads lose (1024→84: 1.47x), because
-their transformed tiles are fresh pages on every call. Dilated layers are left to oneDNN: vgg-16's
-fc6 (dilation 6 at 19x19) computed as an undilated Winograd convolution over the 36 interleaved
-sub-grids took as long as oneDNN (1.01x).
+mean of the two channel counts. :func:`tile_for` takes a layer when that harmonic mean, 2·C_in·C_out
+/ (C_in + C_out), reaches 128 on maps taking 4x4 tiles (every layer with 128 or more channels in and
+out, and the wide class heads) and 80 on maps taking 6x6 tiles (:data:`MIN_LARGE_MAP_CHANNELS`;
+:func:`eligible` converts layers from 80 on). Measured with 4x4 tiles before the separable input
+transform (newer figures, both tile sizes, in docs/benchmarks.md), against oneDNN's time: vgg-16's
+128 at 150x150 0.80-0.83x, 256 at 75x75 0.50-0.53x, 512 at 38x38 0.41-0.43x, 512 at 19x19
+0.52-0.54x; resnet-50's 256 at 38x38 0.54-0.59x, 128 at 38x38 0.69-0.71x; class heads for 20
+classes, 512→84 at 38x38 0.72-0.83x, 1024→126 at 19x19 0.49-0.52x, 1024→84 at 38x38 0.66x. Below 128
+they lose or tie: 512→64 at 38x38 (harmonic mean 114) 1.24x, vgg-16's 64→128 at 150x150 (85) 0.96x,
+64 at 300x300 (64) 2.6-2.8x, the box heads (1024→24: 47) 1.8x (4x4 tiles, before the separable
+transforms; with 6x6 tiles and both transforms in two passes, conv2_1 took 0.63x). With glibc's
+default malloc the heads lose (1024→84: 1.47x), because their transformed tiles are fresh pages on
+every call. Dilated layers are left to oneDNN: vgg-16's fc6 (dilation 6 at 19x19) computed as an
+undilated Winograd convolution over the 36 interleaved sub-grids took as long as oneDNN (1.01x).
 """
 
 from __future__ import annotations
@@ -56,8 +58,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 MIN_CHANNELS = 128
-"""A layer is converted when the harmonic mean of its input and output channels reaches this (the
-module's docstring): 128 in and out, or e.g. 512 in and 84 out."""
+"""In a forward pass alone, a layer is computed by Winograd's algorithm with 4x4 tiles when the
+harmonic mean of its input and output channels reaches this (the module's docstring): 128 in and
+out, or e.g. 512 in and 84 out."""
+MIN_LARGE_MAP_CHANNELS = 80
+"""In a forward pass alone, on maps of :data:`LARGE_MAP_CELLS` or more (6x6 tiles), from this
+harmonic mean on: the larger tile saves more multiplications per transformed value, and since the
+output transform runs in two passes vgg-16's conv2_1 (64→128 at 150x150, harmonic mean 85) took
+12.1 ms against oneDNN's 19.3 (bench/checks/winograd_layers.py; docs/benchmarks.md, sixth session).
+resnet-50's 64-channel layers at 75x75 (harmonic mean 64) about tied (0.89-0.96x in that run, 1.16x
+in a scratch one) and stay with oneDNN; with 4x4 tiles the minimum stays :data:`MIN_CHANNELS` (128
+to 64 channels at 38x38, harmonic mean 85, took 1.08x oneDNN's time in a scratch run)."""
 MIN_TRAINING_CHANNELS = 64
 """For training, layers from this harmonic mean on are converted too, and computed by Winograd's
 algorithm where gradients are recorded: with the backward pass oneDNN's time is about three times
@@ -135,17 +146,18 @@ def tile_for(height: int, width: int, in_channels: int, out_channels: int, backw
     """The output tile side a converted layer uses on a map of this size: 6 on maps of
     :data:`LARGE_MAP_CELLS` or more, else 4; None where torch's convolution is used instead: maps
     under :data:`MIN_MAP_CELLS`, and, in a forward pass alone (``backward`` false), layers narrower
-    than :data:`MIN_CHANNELS` (converted for training only) and maps whose one image's transformed
-    tiles would exceed :data:`MAX_IMAGE_FLOATS`. With a backward pass to follow, Winograd's
-    algorithm still wins on those maps: oneDNN's gradient convolutions are slower than its forward
-    one (vgg-16 at 512 px, batch 8, forward + backward, conv2_2: 4.5 s with 6x6 tiles against
-    oneDNN's 10.0 s)."""
+    than :data:`MIN_CHANNELS` (:data:`MIN_LARGE_MAP_CHANNELS` on maps taking 6x6 tiles) and maps
+    whose one image's transformed tiles would exceed :data:`MAX_IMAGE_FLOATS`. With a backward pass
+    to follow, Winograd's algorithm still wins on those maps: oneDNN's gradient convolutions are
+    slower than its forward one (vgg-16 at 512 px, batch 8, forward + backward, conv2_2: 4.5 s with
+    6x6 tiles against oneDNN's 10.0 s)."""
     cells = height * width
     if cells < MIN_MAP_CELLS:
         return None
-    if not _wide_enough(in_channels, out_channels, MIN_TRAINING_CHANNELS if backward else MIN_CHANNELS):
-        return None
     tile = 6 if cells >= LARGE_MAP_CELLS else 4
+    minimum = MIN_TRAINING_CHANNELS if backward else MIN_LARGE_MAP_CHANNELS if tile == 6 else MIN_CHANNELS
+    if not _wide_enough(in_channels, out_channels, minimum):
+        return None
     floats = (tile + 2) ** 2 * -(-height // tile) * -(-width // tile) * max(in_channels, out_channels)
     if not backward and floats > MAX_IMAGE_FLOATS:
         return None
@@ -340,11 +352,12 @@ def computable(conv: nn.Module) -> bool:
 
 
 def eligible(conv: nn.Module, training: bool = False) -> bool:
-    """Whether ``conv`` is a convolution Winograd's algorithm computes exactly and faster: the
-    harmonic mean of its channel counts reaches :data:`MIN_CHANNELS`, or for training
-    :data:`MIN_TRAINING_CHANNELS`."""
+    """Whether ``conv`` is a convolution Winograd's algorithm computes exactly and faster on some
+    maps: the harmonic mean of its channel counts reaches :data:`MIN_LARGE_MAP_CHANNELS` (the lower
+    of the forward pass's two minimums), or for training :data:`MIN_TRAINING_CHANNELS`;
+    :func:`tile_for` decides for each map."""
     return computable(conv) and _wide_enough(conv.in_channels, conv.out_channels,
-                                             MIN_TRAINING_CHANNELS if training else MIN_CHANNELS)
+                                             MIN_TRAINING_CHANNELS if training else MIN_LARGE_MAP_CHANNELS)
 
 
 def convert(conv: nn.Conv2d) -> WinogradConv2d:

@@ -46,7 +46,7 @@ from torch import Tensor
 from sagedet.errors import ConfigError
 from sagedet.model.precision import amp_dtype
 from sagedet.model.ssd import SSDDetector
-from sagedet.model.winograd import MIN_CHANNELS, eligible, use_winograd
+from sagedet.model.winograd import MIN_LARGE_MAP_CHANNELS, eligible, use_winograd
 
 ONNX_FILE = "model.onnx"
 PROBE_ROUNDS = 5
@@ -141,7 +141,7 @@ def build_engine(choice: str, model: SSDDetector, model_dir: Path, device: torch
         why = {"onnxruntime": "it needs the CPU and the onnxruntime package (pip install "
                               "'sagedet[onnxruntime]')",
                "winograd": f"it needs the CPU and 3x3 convolutions whose channels in and out have a harmonic "
-                           f"mean of {MIN_CHANNELS} or more (vgg-16, resnet-50)"}.get(choice, "unknown path")
+                           f"mean of {MIN_LARGE_MAP_CHANNELS} or more (vgg-16, resnet-50)"}.get(choice, "unknown path")
         raise ConfigError(f"SAGEDET_INFERENCE_PATH={choice}: not available in this worker: {why}; "
                           f"available: auto, {', '.join(names)}")
     builders: dict[str, Callable[[], Graph]] = {

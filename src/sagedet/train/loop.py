@@ -144,8 +144,8 @@ class Trainer:
             log(f"CPU training: {len(winograd_layers)} 3x3 convolutions computed by Winograd F(4x4, 3x3) "
                 f"on maps of {MIN_MAP_CELLS} cells or more, F(6x6, 3x3) on maps of {LARGE_MAP_CELLS} or more "
                 f"(same parameters and results to float32 rounding; fewer multiplications); "
-                f"{len(winograd_layers) - wide} of them, narrower, in training steps only (validation runs them "
-                f"with torch's convolution)")
+                f"{len(winograd_layers) - wide} of them, narrower, in training steps only; validation runs those, "
+                f"and the others on maps where Winograd pays only with a backward pass, with torch's convolution")
         self.network: torch.nn.Module = self.model  # what the training step calls: the model, or DDP around it
         if self.collective.active:
             self.network = torch.nn.parallel.DistributedDataParallel(

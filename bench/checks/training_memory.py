@@ -1,9 +1,11 @@
 """Peak resident memory of a process running two CPU training steps (batch 8) of one network, with
 torch's convolutions, with Winograd as the server converts (the wide 3x3 layers) or as the Trainer
-converts (also the narrower layers, for the backward pass). Run once per kind, each in a fresh
-process: ru_maxrss is the process's peak.
+converts (also the narrower layers, for the backward pass), or as the Trainer converts keeping the
+transformed tiles for the backward pass (``trainer-kept-tiles``, as before the sixth session of
+2026-11-22). Run once per kind, each in a fresh process: ru_maxrss is the process's peak.
 
-    .venv/bin/python bench/checks/training_memory.py none|server|trainer [--network vgg-16] [--image-shape 300]
+    .venv/bin/python bench/checks/training_memory.py none|server|trainer|trainer-kept-tiles [--network vgg-16]
+        [--image-shape 300]
 """
 
 import argparse
@@ -16,11 +18,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import OursStepper, random_batches  # noqa: E402
-from winograd_training import WideLayersOnly, WithoutWinograd  # noqa: E402
+from winograd_training import KeptTiles, WideLayersOnly, WithoutWinograd  # noqa: E402
 
 from sagedet.model.ssd import build_ssd  # noqa: E402
 
-KINDS = {"none": WithoutWinograd, "server": WideLayersOnly, "trainer": OursStepper}
+KINDS = {"none": WithoutWinograd, "server": WideLayersOnly, "trainer": OursStepper, "trainer-kept-tiles": KeptTiles}
 
 
 def main() -> None:

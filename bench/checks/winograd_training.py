@@ -2,9 +2,11 @@
 the models' steps alternating in one process (so that drifts of the shared machine hit all):
 images/s and the ratio to ours without Winograd. Ours with Winograd twice: converted as the server
 converts (the layers that win a forward pass alone) and as the Trainer converts (also the narrower
-layers that win only with the backward pass, 2026-11-22).
+layers that win only with the backward pass, 2026-11-22). With ``--kept-tiles``, also the Trainer's
+layers keeping their transformed input tiles for the backward pass, as they did before the sixth
+session of 2026-11-22 (now computed again there from the layer's input, to save memory).
 
-    .venv/bin/python bench/checks/winograd_training.py NETWORK IMAGE_SHAPE ROUNDS
+    .venv/bin/python bench/checks/winograd_training.py NETWORK IMAGE_SHAPE ROUNDS [--kept-tiles]
 """
 
 import statistics
@@ -17,6 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from train_throughput import OursStepper, PeerStepper, Stepper, peer_inputs, random_batches, torchvision_peer  # noqa: E402,E501
 
+from sagedet.model import winograd  # noqa: E402
 from sagedet.model.ssd import build_ssd  # noqa: E402
 from sagedet.model.winograd import use_winograd  # noqa: E402
 
@@ -35,6 +38,27 @@ class WideLayersOnly(Stepper):
         use_winograd(self.model)
 
     losses = OursStepper.losses
+
+
+def products_keeping_tiles(x, u, input_transform):
+    """``winograd._products_for_autograd`` as it was before the sixth session: autograd keeps the
+    transformed tiles V for the weight's gradient."""
+    tile = input_transform.shape[-1] - 2
+    v = winograd._transformed(winograd._Tiles.apply(winograd._padded(x, tile), input_transform), input_transform,
+                              x.shape[1])
+    return torch.bmm(v, u)
+
+
+class KeptTiles(OursStepper):
+    """The Trainer's layers, keeping the transformed tiles for the backward pass."""
+
+    def __call__(self, inputs) -> None:
+        recomputing = winograd._products_for_autograd
+        winograd._products_for_autograd = products_keeping_tiles
+        try:
+            super().__call__(inputs)
+        finally:
+            winograd._products_for_autograd = recomputing
 
 
 def build_steppers(network: str, size: int, kinds: list[tuple[str, type[Stepper]]],
@@ -70,9 +94,11 @@ def timed_rounds(steppers: dict[str, Stepper], inputs: dict[str, list], rounds: 
 
 def main() -> None:
     network, size, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    steppers, inputs = build_steppers(network, size, [("torch convolutions", WithoutWinograd),
-                                                      ("Winograd, the server's layers", WideLayersOnly),
-                                                      ("Winograd, the Trainer's layers", OursStepper)])
+    kinds = [("torch convolutions", WithoutWinograd), ("Winograd, the server's layers", WideLayersOnly),
+             ("Winograd, the Trainer's layers", OursStepper)]
+    if "--kept-tiles" in sys.argv[4:]:
+        kinds.append(("Winograd, the Trainer's layers, tiles kept", KeptTiles))
+    steppers, inputs = build_steppers(network, size, kinds)
     for name, step in steppers.items():
         step(inputs[name][0])  # warm-up
     seconds = timed_rounds(steppers, inputs, rounds)

@@ -86,6 +86,37 @@ def test_a_batch_over_the_chunk_goes_in_whole_image_chunks_with_the_same_values_
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("height, tile_calls", [(19, 1), (70, 1)])  # 4x4 and 6x6 tiles
+def test_training_keeps_the_input_and_computes_the_transformed_tiles_again_in_the_backward_pass(
+        height, tile_calls, monkeypatch):
+    # The transformed tiles V (about twice the input's size) are not kept for the backward pass: the
+    # multiply's gradient for the weight gets them computed again from the layer's input.
+    torch.manual_seed(9)
+    conv = nn.Conv2d(128, 128, 3, padding=1).double()
+    fast = converted(conv)
+    calls = []
+    original = winograd._transformed
+    monkeypatch.setattr(winograd, "_transformed", lambda *a: calls.append(torch.is_grad_enabled()) or original(*a))
+    x = torch.randn(2, 128, height, height, dtype=torch.float64, requires_grad=True)
+    got = fast(x)
+    assert calls == [True] * tile_calls  # forward, recorded
+    grad = torch.randn_like(got)
+    found = torch.autograd.grad(got, [x, fast.weight, fast.bias], grad)
+    assert calls == [True] * tile_calls + [False] * tile_calls  # once more in the backward pass, not recorded
+    wanted = torch.autograd.grad(conv(x), [x, conv.weight, conv.bias], grad)
+    for a, b in zip(found, wanted):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_an_input_changed_in_place_before_the_backward_pass_is_refused():
+    fast = converted(nn.Conv2d(128, 128, 3, padding=1))
+    x = torch.randn(1, 128, 20, 20, requires_grad=True) * 1
+    y = fast(x)
+    x.add_(1)
+    with pytest.raises(RuntimeError, match="Winograd convolution's input was modified in place after the forward"):
+        y.sum().backward()
+
+
 def test_the_tile_matrices_are_lavin_and_grays():
     # F(4x4, 3x3) as printed in Lavin and Gray (2016); toom_cook builds them (and F(6x6, 3x3)'s) from the points
     bt, g, at = toom_cook(4)

@@ -263,9 +263,49 @@ def _scripted_in_chunks():
     return torch.jit.script(_in_chunks)
 
 
+def _padded(x: Tensor, tile: int) -> Tensor:
+    """x padded by one cell before and enough after for whole tiles: (N, C, tile·th + 2, tile·tw + 2)."""
+    h, w = x.shape[2], x.shape[3]
+    return F.pad(x, [1, tile * -(-w // tile) + 1 - w, 1, tile * -(-h // tile) + 1 - h])
+
+
+def _transformed(tiles: Tensor, input_transform: Tensor, c_in: int) -> Tensor:
+    """B^T d B of every tile, from :func:`_tiles`' layout: (α², tiles, C_in)."""
+    alpha = input_transform.shape[-1]
+    rows = (input_transform[0] @ tiles.reshape(alpha, -1)).view(alpha, alpha, -1)  # B^T over the tiles' rows
+    return torch.matmul(input_transform, rows).view(alpha * alpha, -1, c_in)  # then over their columns
+
+
 @torch.jit.ignore
-def _tiles_for_autograd(padded, input_transform):  # unannotated: TorchScript takes Tensors (string annotations fail)
-    return _Tiles.apply(padded, input_transform)
+def _products_for_autograd(x, u, input_transform):  # unannotated: TorchScript takes Tensors (string annotations fail)
+    """The tile products V U where gradients are recorded, without keeping V for the backward pass.
+    The multiply's gradient for U needs V, the transformed input tiles (α²/tile² of the input's
+    size: 2.25x for 4x4 tiles, 1.8x for 6x6), which autograd would keep until the backward pass:
+    with every converted layer's, a vgg-16 training step at batch 8 peaked at about twice the memory
+    of torch's convolutions. Instead the layer's input is kept (the previous ReLU keeps it anyway) and
+    V is computed again from it when the backward pass needs it, one input transform more per layer:
+    vgg-16 at 300 px, batch 8, peaked at 2.85 GiB against 4.49 keeping V (2.33 with torch's
+    convolutions; 5.36 against 8.81 at 512 px), and its steps were faster too, 1.04 against 0.96
+    images/s, alternating (bench/checks/training_memory.py, winograd_training.py --kept-tiles;
+    docs/benchmarks.md, sixth session)."""
+    tile = input_transform.shape[-1] - 2
+    v = _transformed(_Tiles.apply(_padded(x, tile), input_transform), input_transform, x.shape[1])
+    key, version = (v.data_ptr(), v.shape), x._version
+
+    def pack(saved: Tensor):
+        return None if (saved.data_ptr(), saved.shape) == key else saved
+
+    def unpack(packed: Tensor | None) -> Tensor:
+        if packed is not None:
+            return packed
+        if x._version != version:
+            raise RuntimeError("a Winograd convolution's input was modified in place after the forward pass; "
+                               "its backward pass computes the transformed tiles again from that input")
+        with torch.no_grad():
+            return _transformed(_tiles(_padded(x, tile), tile), input_transform, x.shape[1])
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+        return torch.bmm(v, u)
 
 
 def _winograd_conv3x3(x: Tensor, u: Tensor, bias: Optional[Tensor], input_transform: Tensor,
@@ -274,17 +314,14 @@ def _winograd_conv3x3(x: Tensor, u: Tensor, bias: Optional[Tensor], input_transf
     comes from the transform's shape)."""
     alpha = input_transform.shape[-1]
     tile, positions = alpha - 2, alpha * alpha
-    n, c_in, h, w = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+    n, h, w = x.shape[0], x.shape[2], x.shape[3]
     c_out = u.shape[2]
     tiles_h, tiles_w = -(-h // tile), -(-w // tile)
-    padded = F.pad(x, [1, tile * tiles_w + 1 - w, 1, tile * tiles_h + 1 - h])
-    if torch.is_grad_enabled() and padded.requires_grad:
-        tiles = _tiles_for_autograd(padded, input_transform)
+    if torch.is_grad_enabled() and (x.requires_grad or u.requires_grad):
+        m = _products_for_autograd(x, u, input_transform)
     else:
-        tiles = _tiles(padded, tile)
-    rows = (input_transform[0] @ tiles.reshape(alpha, -1)).view(alpha, alpha, -1)  # B^T over the tiles' rows
-    v = torch.matmul(input_transform, rows).view(positions, n * tiles_h * tiles_w, c_in)  # then columns
-    m = torch.bmm(v, u)  # α², tiles, C_out
+        m = torch.bmm(_transformed(_tiles(_padded(x, tile), tile), input_transform, x.shape[1]), u)
+    # m: α², tiles, C_out
     if bias is not None:
         # Column 1 of A^T is all ones (the point 1), so adding b at tile position (1, 1) adds b to all
         # outputs of the tile: the bias costs 1/α² of a pass over the products instead of a pass.

@@ -81,8 +81,10 @@ def category(name: str, shapes: list) -> str:
         return "1x1 convolutions" if len(weight) == 4 and weight[2:] == [1, 1] else "other convolutions"
     if name == "aten::bmm":
         first = shapes[0] if shapes else []
-        # the input transform's second pass multiplies by B^T repeated (alpha x alpha x alpha)
-        return "Winograd transforms" if len(first) == 3 and first[0] == first[1] == first[2] else "Winograd products"
+        # the transforms' second passes multiply by B^T repeated (alpha x alpha x alpha) or, for 6x6 tiles,
+        # A^T repeated (tile x tile x alpha); the products by the transformed tiles (alpha², tiles, C_in)
+        transform = len(first) == 3 and first[0] == first[1] and first[2] in (first[0], first[0] + 2) and first[2] <= 8
+        return "Winograd transforms" if transform else "Winograd products"
     if name in ("aten::mm", "aten::matmul", "aten::addmm"):
         return "Winograd transforms"
     if name in ("aten::copy_", "aten::fill_", "aten::constant_pad_nd", "aten::cat", "aten::zero_"):

@@ -276,6 +276,12 @@ def _transformed(tiles: Tensor, input_transform: Tensor, c_in: int) -> Tensor:
     return torch.matmul(input_transform, rows).view(alpha * alpha, -1, c_in)  # then over their columns
 
 
+def _transformed_input(x: Tensor, input_transform: Tensor) -> Tensor:
+    """V = B^T d B of every tile of x, with no autograd-specific tiling (:class:`_Tiles`): (α², tiles, C_in)."""
+    tile = input_transform.shape[-1] - 2
+    return _transformed(_tiles(_padded(x, tile), tile), input_transform, x.shape[1])
+
+
 @torch.jit.ignore
 def _products_for_autograd(x, u, input_transform):  # unannotated: TorchScript takes Tensors (string annotations fail)
     """The tile products V U where gradients are recorded, without keeping V for the backward pass.
@@ -302,7 +308,7 @@ def _products_for_autograd(x, u, input_transform):  # unannotated: TorchScript t
             raise RuntimeError("a Winograd convolution's input was modified in place after the forward pass; "
                                "its backward pass computes the transformed tiles again from that input")
         with torch.no_grad():
-            return _transformed(_tiles(_padded(x, tile), tile), input_transform, x.shape[1])
+            return _transformed_input(x, input_transform)
 
     with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
         return torch.bmm(v, u)
@@ -320,7 +326,7 @@ def _winograd_conv3x3(x: Tensor, u: Tensor, bias: Optional[Tensor], input_transf
     if torch.is_grad_enabled() and (x.requires_grad or u.requires_grad):
         m = _products_for_autograd(x, u, input_transform)
     else:
-        m = torch.bmm(_transformed(_tiles(_padded(x, tile), tile), input_transform, x.shape[1]), u)
+        m = torch.bmm(_transformed_input(x, input_transform), u)
     # m: α², tiles, C_out
     if bias is not None:
         # Column 1 of A^T is all ones (the point 1), so adding b at tile position (1, 1) adds b to all

@@ -109,8 +109,9 @@ sdk-local: docker-engine $(SDK_VENV)/.installed
 
 # Build Dockerfile.cpu with no registry and no index (AIRGAP=1), then run the image for real:
 # tests/docker (train, serve, incremental training, failure file, SIGTERM, SDK local mode).
-# `make test` skips those.
+# `make test` skips those. The build's untagged stage images are removed after it (PRUNE_STAGES=1) to leave the
+# disk to the tests.
 docker-test: venv docker-engine $(SDK_VENV)/.installed
-	AIRGAP=1 docker/build.sh cpu $(CPU_IMAGE)
+	AIRGAP=1 PRUNE_STAGES=1 docker/build.sh cpu $(CPU_IMAGE)
 	SAGEDET_DOCKER_IMAGE=$(CPU_IMAGE) SAGEDET_SDK_PYTHON=$(abspath $(SDK_VENV))/bin/python \
 		$(PY) -m pytest -ra -m docker tests/docker

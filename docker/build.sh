@@ -31,7 +31,34 @@ for name in BASE_IMAGE PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_TRUSTED_HOST TORCH_
     if [ -n "${!name:-}" ]; then args+=(--build-arg "$name=${!name}"); fi
 done
 
+free_gb() { df -Pk "$1" 2>/dev/null | awk 'NR == 2 { printf "%d", $4 / 1048576 }'; }
+same_fs() { [ "$(stat -c %d "$1" 2>/dev/null)" = "$(stat -c %d "$2" 2>/dev/null)" ]; }
+
+# Free disk, checked before anything is downloaded: an air-gapped CPU build from empty caches took
+# 18.6 GB at its peak (docs/benchmarks.md, "Images": 2.7 GB of wheels, then the context sent to the
+# engine, the wheels' layer, the installed packages, the image), and a full disk fails deep inside pip
+# or the engine. The GPU build keeps more of CUDA's libraries, so the CPU's figures are a floor there.
+# SAGEDET_SKIP_DISK_CHECK=1 skips the check.
+check_disk() {
+    [ "${SAGEDET_SKIP_DISK_CHECK:-0}" != 1 ] || return 0
+    local wheels_gb=3 engine_gb=16 root have need
+    [ -n "$(ls "$cache/wheels-$variant" 2>/dev/null | head -n 1)" ] && wheels_gb=0
+    mkdir -p "$cache"
+    root="$(docker info --format '{{.DockerRootDir}}' 2>/dev/null || true)"
+    if [ -n "$root" ] && [ -d "$root" ] && ! same_fs "$cache" "$root"; then
+        have="$(free_gb "$root")"
+        [ "${have:-0}" -ge "$engine_gb" ] || die "the Docker engine's data root $root has ${have:-0} GB free; the build needs about $engine_gb GB there (the build's stages and the image). Free some (docker image prune; docker system df shows what is held), or set SAGEDET_SKIP_DISK_CHECK=1"
+        engine_gb=0
+    elif [ -z "$root" ] || [ ! -d "$root" ]; then
+        engine_gb=0  # a remote engine: its disk is not ours to see
+    fi
+    need=$((wheels_gb + engine_gb))
+    have="$(free_gb "$cache")"
+    [ "${have:-0}" -ge "$need" ] || die "$cache's file system has ${have:-0} GB free; this build needs about $need GB (the wheels: $wheels_gb GB; the Docker engine's stages and image: $engine_gb GB). Free some (docker image prune; docker system df shows what the engine holds), or set SAGEDET_SKIP_DISK_CHECK=1"
+}
+
 if [ "${AIRGAP:-0}" = 1 ]; then
+    check_disk
     base="${BASE_IMAGE:-sagedet-base:bookworm}"
     [ -n "${BASE_IMAGE:-}" ] || "$here/base-image.sh" "$base"
     "$here/wheelhouse.sh" "$variant" "$cache/wheels-$variant"
@@ -54,3 +81,9 @@ start=$(date +%s)
 # The legacy builder works with every engine (BuildKit needs the buildx plugin with newer clients).
 DOCKER_BUILDKIT="${DOCKER_BUILDKIT:-0}" docker build -f "$context/$dockerfile" -t "$tag" "${args[@]}" "$@" "$context"
 log "built $tag in $(( $(date +%s) - start )) s: $(docker image inspect --format '{{.Size}}' "$tag" | awk '{printf "%.2f GB", $1/1e9}')"
+# PRUNE_STAGES=1: remove the build's untagged stage images (label org.sagedet.stage, about 6.5 GB for
+# the CPU image), which are the cache of the next build. make docker-test does, to leave the disk for
+# the tests; make build-cpu keeps them.
+if [ "${PRUNE_STAGES:-0}" = 1 ]; then
+    log "removing the untagged stage images: $(docker image prune --force --filter label=org.sagedet.stage | tail -n 1)"
+fi

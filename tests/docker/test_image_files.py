@@ -152,3 +152,51 @@ def test_scripts_without_docker_say_so(tmp_path: Path, script: str):
                             env={"PATH": stubbed_path(tmp_path), "HOME": str(tmp_path)}, timeout=30)
     assert result.returncode == 1
     assert "no docker command" in result.stderr and "Traceback" not in result.stderr
+
+
+def short_of_disk(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    """docker/build.sh AIRGAP=1 with an engine that answers (a stub naming a data root under tmp_path)
+    and a df reporting 2 GB free (the real disk cannot be filled in a test)."""
+    root = tmp_path / "engine-root"
+    root.mkdir()
+    path = stubbed_path(tmp_path)
+    bin_dir = Path(path)
+    (bin_dir / "docker").write_text(f'#!/bin/bash\n[ "$*" = "info --format {{{{.DockerRootDir}}}}" ] && echo {root}\n'
+                                    "exit 0\n")
+    (bin_dir / "df").write_text('#!/bin/bash\necho "Filesystem 1024-blocks Used Available Capacity Mounted on"\n'
+                                'echo "/dev/x 100000000 97900000 2097152 98% /"\n')
+    for tool in ("docker", "df"):
+        (bin_dir / tool).chmod(0o755)
+    for tool in ("bash", "awk", "head", "ls", "mkdir", "stat", "rm", "cp", "find", "date", "seq", "grep", "sed",
+                 "mktemp"):
+        if not (bin_dir / tool).exists():
+            (bin_dir / tool).symlink_to(shutil.which(tool))
+    base = {"PATH": path, "HOME": str(tmp_path), "AIRGAP": "1", "SAGEDET_DOCKER_CACHE": str(tmp_path / "cache"),
+            "BASE_IMAGE": "base:x", "PYTHON": str(tmp_path / "no-python")}
+    return subprocess.run(["/bin/bash", str(DOCKER / "build.sh"), "cpu", "x:y"], capture_output=True, text=True,
+                          env=dict(base, **env), timeout=30)
+
+
+def test_build_without_enough_disk_says_so_before_downloading(tmp_path: Path):
+    result = short_of_disk(tmp_path)
+    assert result.returncode == 1
+    assert f"{tmp_path / 'cache'}'s file system has 2 GB free; this build needs about 19 GB" in result.stderr
+    assert "the wheels: 3 GB; the Docker engine's stages and image: 16 GB" in result.stderr
+    assert "SAGEDET_SKIP_DISK_CHECK=1" in result.stderr
+    assert "downloading" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_build_counts_no_wheels_when_they_are_cached(tmp_path: Path):
+    wheels = tmp_path / "cache" / "wheels-cpu"
+    wheels.mkdir(parents=True)
+    (wheels / "torch-2.14.1-cp311-cp311-manylinux_2_28_x86_64.whl").write_bytes(b"")
+    result = short_of_disk(tmp_path)
+    assert result.returncode == 1
+    assert "has 2 GB free; this build needs about 16 GB (the wheels: 0 GB" in result.stderr
+
+
+def test_the_disk_check_can_be_skipped(tmp_path: Path):
+    result = short_of_disk(tmp_path, SAGEDET_SKIP_DISK_CHECK="1")
+    assert result.returncode == 1  # it goes on, to the wheelhouse, whose PYTHON does not exist
+    assert "GB free" not in result.stderr
+    assert "has no pip: install python3-pip, or set PYTHON" in result.stderr

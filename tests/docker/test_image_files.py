@@ -154,11 +154,12 @@ def test_scripts_without_docker_say_so(tmp_path: Path, script: str):
     assert "no docker command" in result.stderr and "Traceback" not in result.stderr
 
 
-def short_of_disk(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
-    """docker/build.sh AIRGAP=1 with an engine that answers (a stub naming a data root under tmp_path)
-    and a df reporting 2 GB free (the real disk cannot be filled in a test)."""
-    root = tmp_path / "engine-root"
-    root.mkdir()
+def short_of_disk(tmp_path: Path, root: Path | None = None, **env: str) -> subprocess.CompletedProcess:
+    """docker/build.sh AIRGAP=1 with an engine that answers (a stub naming ``root`` as its data root, by
+    default a folder under tmp_path) and a df reporting 2 GB free (the real disk cannot be filled in a test)."""
+    if root is None:
+        root = tmp_path / "engine-root"
+        root.mkdir()
     path = stubbed_path(tmp_path)
     bin_dir = Path(path)
     (bin_dir / "docker").write_text(f'#!/bin/bash\n[ "$*" = "info --format {{{{.DockerRootDir}}}}" ] && echo {root}\n'
@@ -200,3 +201,12 @@ def test_the_disk_check_can_be_skipped(tmp_path: Path):
     assert result.returncode == 1  # it goes on, to the wheelhouse, whose PYTHON does not exist
     assert "GB free" not in result.stderr
     assert "has no pip: install python3-pip, or set PYTHON" in result.stderr
+
+
+def test_an_engine_on_another_file_system_is_checked_on_its_own(tmp_path: Path):
+    other = Path("/dev/shm")
+    if not other.is_dir() or other.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no folder on another file system than the temporary one")
+    result = short_of_disk(tmp_path, root=other)
+    assert result.returncode == 1
+    assert "the Docker engine's data root /dev/shm has 2 GB free; the build needs about 16 GB there" in result.stderr

@@ -43,10 +43,7 @@ class WideLayersOnly(Stepper):
 def products_keeping_tiles(x, u, input_transform):
     """``winograd._products_for_autograd`` as it was before the sixth session: autograd keeps the
     transformed tiles V for the weight's gradient."""
-    tile = input_transform.shape[-1] - 2
-    v = winograd._transformed(winograd._Tiles.apply(winograd._padded(x, tile), input_transform), input_transform,
-                              x.shape[1])
-    return torch.bmm(v, u)
+    return torch.bmm(winograd._tracked_transformed_input(x, input_transform), u)
 
 
 class KeptTiles(OursStepper):

@@ -282,6 +282,13 @@ def _transformed_input(x: Tensor, input_transform: Tensor) -> Tensor:
     return _transformed(_tiles(_padded(x, tile), tile), input_transform, x.shape[1])
 
 
+def _tracked_transformed_input(x: Tensor, input_transform: Tensor) -> Tensor:
+    """:func:`_transformed_input` where gradients are recorded: the tiles by :class:`_Tiles`, whose
+    backward pass is fast."""
+    tile = input_transform.shape[-1] - 2
+    return _transformed(_Tiles.apply(_padded(x, tile), input_transform), input_transform, x.shape[1])
+
+
 @torch.jit.ignore
 def _products_for_autograd(x, u, input_transform):  # unannotated: TorchScript takes Tensors (string annotations fail)
     """The tile products V U where gradients are recorded, without keeping V for the backward pass.
@@ -294,8 +301,7 @@ def _products_for_autograd(x, u, input_transform):  # unannotated: TorchScript t
     convolutions; 5.36 against 8.81 at 512 px), and its steps were faster too, 1.04 against 0.96
     images/s, alternating (bench/checks/training_memory.py, winograd_training.py --kept-tiles;
     docs/benchmarks.md, sixth session)."""
-    tile = input_transform.shape[-1] - 2
-    v = _transformed(_Tiles.apply(_padded(x, tile), input_transform), input_transform, x.shape[1])
+    v = _tracked_transformed_input(x, input_transform)
     key, version = (v.data_ptr(), v.shape), x._version
 
     def pack(saved: Tensor):

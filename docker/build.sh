@@ -45,12 +45,12 @@ check_disk() {
     [ -n "$(ls "$cache/wheels-$variant" 2>/dev/null | head -n 1)" ] && wheels_gb=0
     mkdir -p "$cache"
     root="$(docker info --format '{{.DockerRootDir}}' 2>/dev/null || true)"
-    if [ -n "$root" ] && [ -d "$root" ] && ! same_fs "$cache" "$root"; then
+    if [ -z "$root" ] || [ ! -d "$root" ]; then
+        engine_gb=0  # a remote engine: its disk is not ours to see
+    elif ! same_fs "$cache" "$root"; then
         have="$(free_gb "$root")"
         [ "${have:-0}" -ge "$engine_gb" ] || die "the Docker engine's data root $root has ${have:-0} GB free; the build needs about $engine_gb GB there (the build's stages and the image). Free some (docker image prune; docker system df shows what is held), or set SAGEDET_SKIP_DISK_CHECK=1"
-        engine_gb=0
-    elif [ -z "$root" ] || [ ! -d "$root" ]; then
-        engine_gb=0  # a remote engine: its disk is not ours to see
+        engine_gb=0  # checked on its own; the cache's file system needs only the wheels
     fi
     need=$((wheels_gb + engine_gb))
     have="$(free_gb "$cache")"

@@ -210,3 +210,11 @@ def test_an_engine_on_another_file_system_is_checked_on_its_own(tmp_path: Path):
     result = short_of_disk(tmp_path, root=other)
     assert result.returncode == 1
     assert "the Docker engine's data root /dev/shm has 2 GB free; the build needs about 16 GB there" in result.stderr
+
+
+def test_a_remote_engine_counts_only_the_wheels(tmp_path: Path):
+    # The engine names a data root that is not on this machine: its disk is not ours to check.
+    result = short_of_disk(tmp_path, root=tmp_path / "on-another-machine")
+    assert result.returncode == 1
+    assert "has 2 GB free; this build needs about 3 GB (the wheels: 3 GB; the Docker engine's stages and image: 0 GB)" \
+        in result.stderr

@@ -9,20 +9,38 @@ namespace {
 
 constexpr int CB = 8;
 
+// The jobs of a pass: every tile of the batch's maps, CB channels at a time (a tile's channel blocks
+// one after another, so that consecutive jobs write adjacent channels).
+struct Jobs {
+  int64_t tiles_w, tiles_per_image, tiles, channels, channel_blocks;
+  Jobs(int64_t n, int64_t c, int64_t h, int64_t w, int tile)
+      : tiles_w((w + tile - 1) / tile), tiles_per_image(((h + tile - 1) / tile) * tiles_w),
+        tiles(n * tiles_per_image), channels(c), channel_blocks((c + CB - 1) / CB) {}
+  int64_t count() const { return tiles * channel_blocks; }
+};
+
+// One job: tile t (image img, tile row ty, column tx) and channels c0 .. c0 + cn - 1.
+struct Job {
+  int64_t t, c0, cn, img, ty, tx;
+  Job(const Jobs& jobs, int64_t job)
+      : t(job / jobs.channel_blocks), c0((job % jobs.channel_blocks) * CB),
+        cn(std::min<int64_t>(CB, jobs.channels - c0)), img(t / jobs.tiles_per_image),
+        ty(t % jobs.tiles_per_image / jobs.tiles_w), tx(t % jobs.tiles_per_image % jobs.tiles_w) {}
+};
+
 template <int A>
 void input_tf(const float* x, int64_t n, int64_t c, int64_t h, int64_t w,
               int64_t sn, int64_t sc, int64_t sh, int64_t sw, float* v) {
   constexpr int tile = A - 2;
   constexpr const auto& bt = Matrices<A>::bt;
-  const int64_t th = (h + tile - 1) / tile, tw = (w + tile - 1) / tile, T = n * th * tw;
-  const int64_t cblocks = (c + CB - 1) / CB;
-  at::parallel_for(0, T * cblocks, 1, [&](int64_t begin, int64_t end) {
+  const Jobs jobs(n, c, h, w, tile);
+  const int64_t T = jobs.tiles;
+  at::parallel_for(0, jobs.count(), 1, [&](int64_t begin, int64_t end) {
     alignas(64) float d[A][A][CB];
     alignas(64) float t1[A][A][CB];
     for (int64_t job = begin; job < end; ++job) {
-      const int64_t t = job / cblocks, cbk = job % cblocks;
-      const int64_t c0 = cbk * CB, cn = std::min<int64_t>(CB, c - c0);
-      const int64_t img = t / (th * tw), r = t % (th * tw), ty = r / tw, tx = r % tw;
+      const Job one(jobs, job);
+      const int64_t t = one.t, c0 = one.c0, cn = one.cn, img = one.img, ty = one.ty, tx = one.tx;
       const int64_t y0 = ty * tile - 1, x0 = tx * tile - 1;
       const bool inside = y0 >= 0 && x0 >= 0 && y0 + A <= h && x0 + A <= w && cn == CB && sc == 1;
       if (inside) {
@@ -77,15 +95,14 @@ template <int A>
 void output_tf(const float* m, int64_t n, int64_t c, int64_t h, int64_t w, const float* bias, float* y, bool relu) {
   constexpr int tile = A - 2;
   constexpr const auto& at = Matrices<A>::at;
-  const int64_t th = (h + tile - 1) / tile, tw = (w + tile - 1) / tile, T = n * th * tw;
-  const int64_t cblocks = (c + CB - 1) / CB;
-  at::parallel_for(0, T * cblocks, 1, [&](int64_t begin, int64_t end) {
+  const Jobs jobs(n, c, h, w, tile);
+  const int64_t T = jobs.tiles;
+  at::parallel_for(0, jobs.count(), 1, [&](int64_t begin, int64_t end) {
     alignas(64) float mv[A][A][CB];
     alignas(64) float s[tile][A][CB];
     for (int64_t job = begin; job < end; ++job) {
-      const int64_t t = job / cblocks, cbk = job % cblocks;
-      const int64_t c0 = cbk * CB, cn = std::min<int64_t>(CB, c - c0);
-      const int64_t img = t / (th * tw), r = t % (th * tw), ty = r / tw, tx = r % tw;
+      const Job one(jobs, job);
+      const int64_t t = one.t, c0 = one.c0, cn = one.cn, img = one.img, ty = one.ty, tx = one.tx;
       for (int i = 0; i < A; ++i)
         for (int j = 0; j < A; ++j) {
           const float* p = m + ((i * A + j) * T + t) * c + c0;

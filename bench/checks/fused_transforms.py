@@ -63,10 +63,6 @@ def fused_conv3x3(x, u, bias, input_transform, output_transform):
     return ops.winograd_output(m, bias, x.shape[0], x.shape[2], x.shape[3], False)
 
 
-def median(ms: list[float]) -> float:
-    return statistics.median(ms)
-
-
 def per_layer(model: torch.nn.Module, image: torch.Tensor, iterations: int) -> None:
     inputs = {}
     def keep(module, args, out):
@@ -100,7 +96,7 @@ def per_layer(model: torch.nn.Module, image: torch.Tensor, iterations: int) -> N
             "out fused": lambda: torch.ops.sagedet_fused_bench.winograd_output(m, conv.bias, 1, x.shape[2],
                                                                                x.shape[3], False),
         }
-        t = {name: median(ms) for name, ms in taking_turns(calls, iterations, warmup=2).items()}
+        t = {name: statistics.median(ms) for name, ms in taking_turns(calls, iterations, warmup=2).items()}
         difference = (fused_conv3x3(x, u, conv.bias, bt, at) - F.conv2d(x, conv.weight, conv.bias, padding=1)).abs()
         for i, name in enumerate(("layer torch", "layer fused", "oneDNN")):
             totals[i] += t[name]
@@ -125,26 +121,25 @@ def main() -> None:
     model = randomize(build_ssd(args.network, 20, args.image_shape)).eval()
     peer, peer_name = torchvision_peer(args.network, model)
     peer = randomize(peer).eval()
-    converted = model
-    winograd.use_winograd(converted)
+    winograd.use_winograd(model)
     image = torch.rand(1, 3, args.image_shape, args.image_shape, generator=torch.Generator().manual_seed(1))
     print(f"{args.network} at {args.image_shape}, {torch.get_num_threads()} threads; {malloc}; "
           f"torchvision: {peer_name}")
     original = winograd._winograd_conv3x3
     with torch.inference_mode():
-        per_layer(converted, image, args.iterations)
+        per_layer(model, image, args.iterations)
 
         def with_fused():
             winograd._winograd_conv3x3 = fused_conv3x3
             try:
-                return converted(image)
+                return model(image)
             finally:
                 winograd._winograd_conv3x3 = original
-        reference = converted(image)
+        reference = model(image)
         difference = max((a - b).abs().max().item() for a, b in zip(with_fused(), reference))
-        times = taking_turns({"torchvision": lambda: peer([image[0]]), "torch transforms": lambda: converted(image),
+        times = taking_turns({"torchvision": lambda: peer([image[0]]), "torch transforms": lambda: model(image),
                               "fused transforms": with_fused}, args.iterations, warmup=3)
-    medians = {name: median(ms) for name, ms in times.items()}
+    medians = {name: statistics.median(ms) for name, ms in times.items()}
     print("whole detector, eager (its outputs before NMS; torchvision's with its post-processing):")
     for name, ms in medians.items():
         print(f"  {name}: {ms:.1f} ms ({ms / medians['torchvision']:.3f}x torchvision)")

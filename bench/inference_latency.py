@@ -24,8 +24,10 @@ The weights are random, batch normalization statistics included, so that scores 
 model's do (an untrained network's outputs are all but constant, which would make NMS trivial).
 Each path's outputs are checked against eager (largest score and box difference printed). Each
 path is timed in alternation with torchvision's model, call by call (since 2026-11-22; before, the
-paths ran one after the other after torchvision's own block); the ratio column is the path's median
-over torchvision's median from those alternating calls. The output is
+paths ran one after the other after torchvision's own block), and since the eighth session each timed
+call starts after a 0.1 s pause (``machine.QUIET_SECONDS``): ONNX Runtime's pool threads spin on after
+a call and had slowed the torchvision call that followed by up to 1.6x; the ratio column is the path's
+median over torchvision's median from those alternating calls. The output is
 markdown; progress goes to stderr.
 
     python bench/inference_latency.py [--networks vgg-16 resnet-50 mobilenet-v3] [--image-shape 300]
@@ -43,7 +45,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from machine import add_malloc_option, run_lines, set_malloc
+from machine import add_malloc_option, quiet, run_lines, set_malloc
 from torch import nn
 from train_throughput import torchvision_peer
 
@@ -156,13 +158,15 @@ def alternated(call: Callable[[], object], peer_call: Callable[[], object], iter
 
 
 def taking_turns(calls: dict[str, Callable[[], object]], iterations: int, warmup: int) -> dict[str, list[float]]:
-    """Milliseconds of each call, the calls taking turns one by one (:func:`alternated` for any number)."""
+    """Milliseconds of each call, the calls taking turns one by one (:func:`alternated` for any number),
+    each timed call after a quiet pause (:func:`machine.quiet`)."""
     for _ in range(warmup):
         for call in calls.values():
             call()
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(iterations):
         for name, call in calls.items():
+            quiet()
             started = time.perf_counter()
             call()
             times[name].append((time.perf_counter() - started) * 1000)

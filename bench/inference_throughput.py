@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 from inference_latency import NMS_THRESHOLD, log, randomize
-from machine import add_malloc_option, set_malloc
+from machine import add_malloc_option, quiet, set_malloc
 from train_throughput import command_line, machine_lines, torchvision_peer
 
 from sagedet.model.precision import amp_dtype
@@ -56,7 +56,8 @@ def synchronize(device: torch.device) -> None:
 
 def alternating_medians(calls: dict[str, Callable[[], object]], iterations: int, warmup: int,
                         device: torch.device) -> dict[str, float]:
-    """Median seconds per call of each callable, the callables taking turns after ``warmup`` calls each."""
+    """Median seconds per call of each callable, the callables taking turns after ``warmup`` calls each,
+    each timed call after a quiet pause (:func:`machine.quiet`)."""
     for call in calls.values():
         for _ in range(warmup):
             call()
@@ -64,6 +65,7 @@ def alternating_medians(calls: dict[str, Callable[[], object]], iterations: int,
     seconds: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(iterations):
         for name, call in calls.items():
+            quiet()
             started = time.perf_counter()
             call()
             synchronize(device)

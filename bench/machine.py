@@ -8,7 +8,20 @@ import os
 import platform
 import shlex
 import sys
+import time
 from pathlib import Path
+
+QUIET_SECONDS = 0.1
+"""How long the timing loops wait before each timed call, untimed, so that no call is timed while the
+previous one's threads still run. ONNX Runtime's idle pool threads spin-wait after a run: on the
+2-core Xeon (2026-11-22), torchvision's mobilenet-v3 SSD took 136 ms right after an ONNX Runtime call,
+122 ms 10 ms after it and 71-79 ms 50-400 ms after it, against 68-73 ms after its own call
+(scratch runs), which made ONNX Runtime's ratios look 1.6x better than they were."""
+
+
+def quiet() -> None:
+    """Wait :data:`QUIET_SECONDS` before a timed call."""
+    time.sleep(QUIET_SECONDS)
 
 
 def cpu_name() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,28 @@ def test_auto_measures_on_the_largest_batch_the_worker_will_run(model_dir: Path,
     assert "measured per image: eager " in alone.describe()
     # a CPU worker raises glibc's malloc thresholds before it measures (sagedet.allocator)
     assert "threads, glibc malloc: mmap threshold 32 MiB, trim threshold 1024 MiB)" in alone.describe()
+
+
+def test_the_probe_times_no_path_while_the_previous_ones_threads_still_run():
+    """ONNX Runtime's pool threads spin on after a call and would slow the next path's timed call:
+    the probe pauses before each timed call, longer than this stand-in's 20 ms of work after it."""
+    busy = threading.Event()
+
+    def leaves_threads_running(images):
+        busy.set()
+        threading.Timer(0.02, busy.clear).start()
+        return torch.zeros(1), torch.zeros(1)
+
+    def next_path(images):
+        called_while_busy.append(busy.is_set())
+        return torch.zeros(1), torch.zeros(1)
+
+    graphs = {"onnxruntime": leaves_threads_running, "torchscript": next_path}
+    for pause, want in [(engines.PROBE_PAUSE_SECONDS, False), (0.0, True)]:
+        called_while_busy: list[bool] = []
+        timings = engines.measure(graphs, 8, CPU, rounds=3, pause=pause)
+        assert set(timings) == set(graphs)
+        assert called_while_busy[1:] == [want] * 3  # the first, untimed call follows at once
 
 
 def test_onnxruntime_without_the_package_is_refused_with_the_way_to_get_it(model_dir: Path, monkeypatch):

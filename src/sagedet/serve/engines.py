@@ -50,6 +50,11 @@ from sagedet.model.winograd import MIN_LARGE_MAP_CHANNELS, eligible, use_winogra
 
 ONNX_FILE = "model.onnx"
 PROBE_ROUNDS = 5
+PROBE_PAUSE_SECONDS = 0.1
+"""How long the probe waits before each timed call, so that no path is timed while the previous one's
+threads still run: ONNX Runtime's pool threads spin-wait after a run (with more than one thread a
+worker), and slowed the next torch call by up to 1.6x on a 2-core Xeon (bench/machine.py), which
+would tilt the choice towards ONNX Runtime. With 4 paths it adds 2 s to a CPU worker's start."""
 
 Graph = Callable[[Tensor], tuple[Tensor, Tensor]]
 
@@ -167,8 +172,9 @@ def build_engine(choice: str, model: SSDDetector, model_dir: Path, device: torch
 
 @torch.inference_mode()
 def measure(graphs: dict[str, Graph], image_shape: int, device: torch.device,
-            rounds: int = PROBE_ROUNDS, batch: int = 1) -> dict[str, float]:
-    """Median milliseconds per image of each graph on a batch of ``batch`` images, the graphs taking turns."""
+            rounds: int = PROBE_ROUNDS, batch: int = 1, pause: float = PROBE_PAUSE_SECONDS) -> dict[str, float]:
+    """Median milliseconds per image of each graph on a batch of ``batch`` images, the graphs taking
+    turns, each timed call ``pause`` seconds after the previous one ended."""
     images = torch.rand(batch, 3, image_shape, image_shape, generator=torch.Generator().manual_seed(0)).to(device)
     seconds: dict[str, list[float]] = {name: [] for name in graphs}
     for name, graph in graphs.items():
@@ -177,6 +183,7 @@ def measure(graphs: dict[str, Graph], image_shape: int, device: torch.device,
         for name, graph in graphs.items():
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
+            time.sleep(pause)
             started = time.perf_counter()
             scores, _ = graph(images)
             scores.sum().item()  # waits for the device

@@ -153,20 +153,23 @@ def alternated(call: Callable[[], object], peer_call: Callable[[], object], iter
                warmup: int) -> tuple[list[float], list[float]]:
     """Milliseconds of ``call`` and of ``peer_call``, taking turns call by call, so that the shared
     machine's drifts in speed (10-40% within minutes here) hit both alike."""
-    times = taking_turns({"ours": call, "peer": peer_call}, iterations, warmup)
+    times = taking_turns({"ours": call, "peer": peer_call}, iterations, warmup, pause=True)
     return times["ours"], times["peer"]
 
 
-def taking_turns(calls: dict[str, Callable[[], object]], iterations: int, warmup: int) -> dict[str, list[float]]:
-    """Milliseconds of each call, the calls taking turns one by one (:func:`alternated` for any number),
-    each timed call after a quiet pause (:func:`machine.quiet`)."""
+def taking_turns(calls: dict[str, Callable[[], object]], iterations: int, warmup: int,
+                 pause: bool = False) -> dict[str, list[float]]:
+    """Milliseconds of each call, the calls taking turns one by one (:func:`alternated` for any number);
+    with ``pause``, each timed call after a quiet pause (:func:`machine.quiet`), as ONNX Runtime's
+    threads need."""
     for _ in range(warmup):
         for call in calls.values():
             call()
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(iterations):
         for name, call in calls.items():
-            quiet()
+            if pause:
+                quiet()
             started = time.perf_counter()
             call()
             times[name].append((time.perf_counter() - started) * 1000)

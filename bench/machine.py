@@ -16,7 +16,11 @@ QUIET_SECONDS = 0.1
 previous one's threads still run. ONNX Runtime's idle pool threads spin-wait after a run: on the
 2-core Xeon (2026-11-22), torchvision's mobilenet-v3 SSD took 136 ms right after an ONNX Runtime call,
 122 ms 10 ms after it and 71-79 ms 50-400 ms after it, against 68-73 ms after its own call
-(scratch runs), which made ONNX Runtime's ratios look 1.6x better than they were."""
+(scratch runs), which made ONNX Runtime's ratios look 1.6x better than they were. Only the benches that time
+ONNX Runtime among their paths pause (``bench/inference_latency.py``, ``bench/inference_throughput.py``):
+on this VM the first call after 0.1 s idle sometimes took about 11 ms more, whatever it was (a 5x5
+convolution 11.9 ms against 0.3 ms straight after another call; in another scratch run 1.1 against 0.85),
+which the pause adds to every timed call alike and which would swamp the per-layer checks."""
 
 
 def quiet() -> None:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import warnings
 from pathlib import Path
@@ -31,7 +30,7 @@ def _require(module: str, extra: str = "export"):
 def save(model: SSDDetector, path: Path) -> Path:
     """Write ``path`` (ONNX opset 18, weights inside the file) from the model on the CPU."""
     _require("onnxscript")
-    graph = DetectionGraph(model.cpu()).eval()
+    graph = DetectionGraph(model).cpu().eval()
     example = torch.rand(2, 3, model.image_shape, model.image_shape)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     quiet = logging.getLogger("torch.onnx")
@@ -55,7 +54,7 @@ def to_bytes(model: SSDDetector) -> bytes:
     onnx/onnxscript package. Files for others come from :func:`save`."""
     import io
 
-    graph = DetectionGraph(copy.deepcopy(model).cpu()).eval()
+    graph = DetectionGraph(model).cpu().eval()
     example = torch.rand(2, 3, model.image_shape, model.image_shape)
     buffer = io.BytesIO()
     with warnings.catch_warnings():

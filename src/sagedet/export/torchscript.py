@@ -3,7 +3,6 @@ buffers folded in as constants, batch normalization folded into the convolutions
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import torch
@@ -17,7 +16,7 @@ def trace(model: SSDDetector, device: torch.device, channels_last: bool = False,
     """The model's graph traced on ``device`` with a batch of two and frozen. ``optimize_for_cpu``
     also applies ``torch.jit.optimize_for_inference`` (oneDNN convolutions; CPU only, the result
     is tied to this machine's torch, so it is never saved)."""
-    graph = DetectionGraph(copy.deepcopy(model)).eval().to(device)  # .to() would change the caller's model
+    graph = DetectionGraph(model).eval().to(device)  # the graph's own copy: .to() leaves the caller's model
     example = torch.rand(2, 3, model.image_shape, model.image_shape, device=device)
     if channels_last:
         graph = graph.to(memory_format=torch.channels_last)

@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from sagedet.errors import ConfigError
+from sagedet.model.fused_head import fuse_head
 from sagedet.model.precision import amp_dtype
 from sagedet.model.ssd import SSDDetector
 from sagedet.model.winograd import MIN_LARGE_MAP_CHANNELS, eligible, use_winograd
@@ -111,6 +112,7 @@ def torchscript_path(model: SSDDetector, device: torch.device) -> Graph:
 
 def winograd_path(model: SSDDetector, device: torch.device) -> Graph:
     converted = copy.deepcopy(model)
+    converted.head = fuse_head(converted.head)  # before the conversion, which then takes the stacked convolutions
     use_winograd(converted)
     return torchscript_path(converted, device)
 

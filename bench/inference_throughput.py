@@ -34,13 +34,12 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from inference_latency import NMS_THRESHOLD, log, randomize
-from machine import add_malloc_option, quiet, set_malloc
+from inference_latency import NMS_THRESHOLD, log, randomize, taking_turns
+from machine import add_malloc_option, set_malloc
 from train_throughput import command_line, machine_lines, torchvision_peer
 
 from sagedet.model.precision import amp_dtype
@@ -56,21 +55,16 @@ def synchronize(device: torch.device) -> None:
 
 def alternating_medians(calls: dict[str, Callable[[], object]], iterations: int, warmup: int,
                         device: torch.device) -> dict[str, float]:
-    """Median seconds per call of each callable, the callables taking turns after ``warmup`` calls each,
-    each timed call after a quiet pause (:func:`machine.quiet`)."""
-    for call in calls.values():
-        for _ in range(warmup):
-            call()
-    synchronize(device)
-    seconds: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(iterations):
-        for name, call in calls.items():
-            quiet()
-            started = time.perf_counter()
+    """Median seconds per call of each callable, each call waiting for the device: ``taking_turns``
+    after ``warmup`` calls each, each timed call after its quiet pause (ONNX Runtime is among the paths)."""
+    def waited(call: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
             call()
             synchronize(device)
-            seconds[name].append(time.perf_counter() - started)
-    return {name: statistics.median(values) for name, values in seconds.items()}
+        return run
+
+    times = taking_turns({name: waited(call) for name, call in calls.items()}, iterations, warmup, pause=True)
+    return {name: statistics.median(ms) / 1000 for name, ms in times.items()}
 
 
 def peak_memory(call: Callable[[], object], device: torch.device) -> float | None:

@@ -21,13 +21,15 @@ For each base network and image size (default 300 and 512), at one batch size:
 Both models train as the job's Trainer trains: on CUDA channels-last, bf16 (else fp16) autocast,
 fused SGD; on the CPU in fp32, ours channels-last where the base network trains faster so
 (``BaseNetwork.cpu_channels_last``: mobilenet-v3, resnet-50) and with its 3x3 convolutions computed
-by Winograd's algorithm as the Trainer converts them (``sagedet.model.winograd``: vgg-16, resnet-50),
-torchvision's as torchvision runs (NCHW, torch's convolutions). The peer is built before ours is
-converted.
+by Winograd's algorithm as the Trainer converts them (``sagedet.model.winograd``: vgg-16, resnet-50;
+since 2026-11-22, ninth session, each layer timed against torch's convolution first and the slower given
+back, ``sagedet.model.winograd_tuning``), torchvision's as torchvision runs (NCHW, torch's
+convolutions). The peer is built before ours is converted.
 
 Steps are timed with ``time.perf_counter()`` after the warm-up steps (CUDA synchronized); our step
 and torchvision's take turns, one step each per round, so that the shared machine's drifts in speed
-hit both alike (before 2026-11-21 23:50 UTC the two ran one after the other). The output is markdown, to paste into docs/benchmarks.md; progress goes to stderr.
+hit both alike (before 2026-11-21 23:50 UTC the two ran one after the other). The output is markdown,
+to paste into docs/benchmarks.md; progress goes to stderr.
 
     python bench/train_throughput.py [--networks vgg-16 resnet-50 mobilenet-v3] [--image-shapes 300 512]
         [--batch-size 8] [--steps 10] [--warmup 3] [--device cpu] [--threads N] [--workers N]
@@ -63,6 +65,7 @@ from sagedet.data.dataset import Batch, DetectionDataset, check_batch, collate
 from sagedet.data.imagejson import ImageJsonSource
 from sagedet.data.synthetic import write_synthetic_dataset
 from sagedet.data.transforms import train_transform
+from sagedet.model import winograd_tuning
 from sagedet.model.ssd import SSDDetector, _default_box_generator, build_ssd, minimum_image_shape
 from sagedet.model.winograd import use_winograd
 from sagedet.sagemaker.hyperparameters import BASE_NETWORKS
@@ -197,11 +200,18 @@ class Stepper:
 
 
 class OursStepper(Stepper):
-    def __init__(self, model: nn.Module, device: torch.device):
+    def __init__(self, model: nn.Module, device: torch.device, batch_size: int | None = None):
+        """On the CPU the model's 3x3 layers are converted as the Trainer converts them (in place: the
+        optimizer keeps its parameters); with ``batch_size``, each is then timed against torch's
+        convolution at the model's image size, and the slower given back, as the Trainer does."""
         super().__init__(model, device)
         if device.type != "cuda":
-            # as the Trainer on the CPU (in place: the optimizer keeps its parameters)
             use_winograd(self.model, training=True)
+            if batch_size:
+                started = time.perf_counter()
+                timings = winograd_tuning.measure(self.model, self.model.image_shape, batch_size, self.channels_last)
+                log(winograd_tuning.describe(timings, time.perf_counter() - started))
+                winograd_tuning.use_torch_convolution(self.model, [t.name for t in timings if not t.winograd_wins])
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         with self.autocast():  # the loss outside autocast, as in the Trainer
@@ -281,8 +291,9 @@ def measure(network: str, image_shape: int, args: argparse.Namespace, device: to
     timing = dict(batch_size=args.batch_size, warmup=args.warmup, steps=args.steps, device=device)
 
     log(f"{network} at {image_shape}: our step and torchvision's ({peer_name}), taking turns")
+    stepper = OursStepper(ours, device, args.batch_size)
     rates = alternating_images_per_second({
-        "ours": (OursStepper(ours, device), itertools.cycle(batches)),
+        "ours": (stepper, itertools.cycle(batches)),
         "peer": (PeerStepper(peer, device), itertools.cycle([peer_inputs(b) for b in batches])),
     }, **timing)
     ours_rate, peer_rate = rates["ours"], rates["peer"]
@@ -292,7 +303,7 @@ def measure(network: str, image_shape: int, args: argparse.Namespace, device: to
     source = ImageJsonSource(data_root / "train", data_root / "train_annotation", args.num_classes, "train")
     dataset = DetectionDataset(source, train_transform(image_shape))
     loaded = loader_inputs(dataset, args.batch_size, args.workers, device)
-    data_rate, waiting = images_per_second(OursStepper(ours, device), loaded, **timing)
+    data_rate, waiting = images_per_second(stepper, loaded, **timing)
     return {"network": network, "image_shape": image_shape, "peer": peer_name, "ours": ours_rate,
             "peer_rate": peer_rate, "data": data_rate, "waiting": waiting}
 

@@ -2,7 +2,9 @@
 the models' steps alternating in one process (so that drifts of the shared machine hit all):
 images/s and the ratio to ours without Winograd. Ours with Winograd twice: converted as the server
 converts (the layers that win a forward pass alone) and as the Trainer converts (also the narrower
-layers that win only with the backward pass, 2026-11-22). With ``--kept-tiles``, also the Trainer's
+layers that win only with the backward pass, 2026-11-22), and since the ninth session of 2026-11-22
+a fourth time as the Trainer now does: each of those layers timed against torch's convolution first,
+the slower given back to it. With ``--kept-tiles``, also the Trainer's
 layers keeping their transformed input tiles for the backward pass, as they did before the sixth
 session of 2026-11-22 (now computed again there from the layer's input, to save memory).
 
@@ -38,6 +40,14 @@ class WideLayersOnly(Stepper):
         use_winograd(self.model)
 
     losses = OursStepper.losses
+
+
+class TimedLayers(OursStepper):
+    """The Trainer's layers since the ninth session: each timed against torch's convolution on 8 images,
+    the slower given back (``sagedet.model.winograd_tuning``)."""
+
+    def __init__(self, model, device):
+        super().__init__(model, device, batch_size=8)
 
 
 def products_keeping_tiles(x, u, input_transform):
@@ -92,7 +102,8 @@ def timed_rounds(steppers: dict[str, Stepper], inputs: dict[str, list], rounds: 
 def main() -> None:
     network, size, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     kinds = [("torch convolutions", WithoutWinograd), ("Winograd, the server's layers", WideLayersOnly),
-             ("Winograd, the Trainer's layers", OursStepper)]
+             ("Winograd, every layer the training rule takes", OursStepper),
+             ("Winograd, the Trainer's layers (each timed, the slower given back)", TimedLayers)]
     if "--kept-tiles" in sys.argv[4:]:
         kinds.append(("Winograd, the Trainer's layers, tiles kept", KeptTiles))
     steppers, inputs = build_steppers(network, size, kinds)

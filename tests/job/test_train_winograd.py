@@ -1,7 +1,10 @@
-"""CPU training converts vgg-16's deep 3x3 layers to Winograd F(4x4, 3x3) convolutions, and the model
-it writes is an ordinary one: the server's eager model loads it and gives the trained model's outputs."""
+"""CPU training converts vgg-16's deep 3x3 layers to Winograd F(4x4, 3x3) convolutions, times each
+against torch's convolution and gives the slower back, and the model it writes is an ordinary one: the
+server's eager model loads it and gives the trained model's outputs."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 import torch
@@ -28,6 +31,15 @@ def test_a_vgg16_job_on_the_cpu_trains_with_winograd_layers_and_writes_a_plain_m
             "on maps where Winograd pays only with a backward pass, with torch's convolution") in (
         result.stdout + result.stderr)
     assert "CPU training: glibc malloc: mmap threshold 32 MiB, trim threshold 1024 MiB" in result.stdout + result.stderr
+    # each of the 12 timed against torch's convolution on the job's 2 images; the slower given back
+    timed = re.search(r"CPU training: Winograd against torch's convolution, forward and backward, timed layer by "
+                      r"layer on 2 image\(s\) \(\d+ s\): Winograd kept for (\d+) of 12 layers \(\d+ ms against "
+                      r"torch's \d+ ms\)(?:; torch's convolution for (\d+), where Winograd was slower: (.*))?",
+                      result.stdout + result.stderr)
+    assert timed, result.stdout + result.stderr
+    given_back = int(timed.group(2) or 0)
+    assert int(timed.group(1)) + given_back == 12
+    assert given_back == 0 or len(re.findall(r"\(\d+ ms against \d+\)", timed.group(3))) == given_back
     model, _ = load_detector(paths.model_dir)
     assert not any(type(m).__name__ == "WinogradConv2d" for m in model.modules())
     images = torch.rand(1, 3, 268, 268)

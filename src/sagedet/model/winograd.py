@@ -22,7 +22,9 @@ parameters, state-dict keys, names and identity (the base network's layer map us
 ``freeze_layer_pattern`` still holds them).
 
 Used by the server's ``winograd`` inference path and by training on the CPU, which also converts the
-narrower layers that pay only with a backward pass (:data:`MIN_TRAINING_CHANNELS`): a whole training
+narrower layers that pay only with a backward pass (:data:`MIN_TRAINING_CHANNELS`) and then times each
+converted layer against torch's convolution on this machine, giving the slower back
+(:mod:`sagedet.model.winograd_tuning`: on an AVX-512 CPU oneDNN wins some large maps): a whole training
 step, batch 8, 300 px, ran 1.71x faster than with torch's convolutions for vgg-16 (1.55x with the
 server's layers only) and 1.18x for resnet-50, the steps alternating in one process on the
 development machine (bench/checks/winograd_training.py, 2026-11-22).
@@ -413,6 +415,13 @@ def convert(conv: nn.Conv2d) -> WinogradConv2d:
     """``conv`` itself, made a :class:`WinogradConv2d` (same parameters, same object)."""
     conv.__class__ = WinogradConv2d
     conv._cached = None
+    return conv
+
+
+def unconvert(conv: WinogradConv2d) -> nn.Conv2d:
+    """``conv`` itself, made a plain ``nn.Conv2d`` again (:func:`convert` undone)."""
+    conv.__class__ = nn.Conv2d
+    conv.__dict__.pop("_cached", None)
     return conv
 
 

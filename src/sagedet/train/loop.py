@@ -37,6 +37,7 @@ from ..evaluate.detections import ImageDetections
 from ..evaluate.voc_map import voc_map
 from ..model.precision import amp_dtype
 from ..model.ssd import SSDDetector
+from ..model import winograd_tuning
 from ..model.winograd import LARGE_MAP_CELLS, MIN_MAP_CELLS, eligible, use_winograd
 from ..sagemaker.hyperparameters import TrainingConfig
 from ..sagemaker.metrics_log import MetricsLogger
@@ -146,6 +147,9 @@ class Trainer:
                 f"(same parameters and results to float32 rounding; fewer multiplications); "
                 f"{len(winograd_layers) - wide} of them, narrower, in training steps only; validation runs those, "
                 f"and the others on maps where Winograd pays only with a backward pass, with torch's convolution")
+        batch = runtime.batch_size or config.mini_batch_size
+        if winograd_layers:
+            self._keep_faster_winograd_layers(config.image_shape, batch)
         self.network: torch.nn.Module = self.model  # what the training step calls: the model, or DDP around it
         if self.collective.active:
             self.network = torch.nn.parallel.DistributedDataParallel(
@@ -159,12 +163,23 @@ class Trainer:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.epochs_completed = 0
         self.stopping = False  # the stop request as every process agreed on it
-        batch = runtime.batch_size or config.mini_batch_size
         options = dict(workers=runtime.data_workers, pin_memory=runtime.cuda)
         self.train_loader = build_loader(train_data, train_transform(config.image_shape), batch, training=True,
                                          shard=runtime.train_shard, **options)
         self.validation_loader = build_loader(validation_data, eval_transform(config.image_shape), batch,
                                               training=False, shard=runtime.validation_shard, **options)
+
+    def _keep_faster_winograd_layers(self, image_shape: int, batch: int) -> None:
+        """Time each Winograd layer against torch's convolution on this machine (process 0; the others
+        take its choice) and give the slower ones back to torch's convolution."""
+        slower = None
+        if self.is_main:
+            start = time.perf_counter()
+            timings = winograd_tuning.measure(self.model, image_shape, batch, self.channels_last,
+                                              stop=lambda: self.stop.requested)
+            self.log("CPU training: " + winograd_tuning.describe(timings, time.perf_counter() - start))
+            slower = [timing.name for timing in timings if not timing.winograd_wins]
+        winograd_tuning.use_torch_convolution(self.model, self.collective.broadcast(slower))
 
     # --- checkpoints --------------------------------------------------------------------------
     def resume(self) -> bool:

@@ -45,8 +45,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def host_job(root: Path, host: str, hyperparameters: dict) -> SageMakerPaths:
-    paths = make_job(root / host, hyperparameters, train=24, validation=10)
+def host_job(root: Path, host: str, hyperparameters: dict, train: int = 24, validation: int = 10) -> SageMakerPaths:
+    paths = make_job(root / host, hyperparameters, train=train, validation=validation)
     write_training_config(paths, hyperparameters, hosts=HOSTS, current_host=host)
     resources = json.loads(paths.resource_config_file.read_text())
     paths.resource_config_file.write_text(json.dumps({**resources, "network_interface_name": "lo"}))
@@ -118,6 +118,25 @@ def test_two_hosts_train_one_model_together(tmp_path):
     alone = maps(result.stdout)
     print(f"best validation mAP: two hosts {max(first.values()):.4f}, one process {max(alone.values()):.4f}")
     assert abs(max(alone.values()) - max(first.values())) <= SAME_MAP_TOLERANCE, (alone, first)
+
+
+@pytest.mark.slow
+def test_two_hosts_give_the_same_winograd_layers_back_as_process_0_timed_them(tmp_path):
+    hyperparameters = {**HYPERPARAMETERS, "base_network": "vgg-16", "image_shape": "268", "epochs": "1",
+                       "mini_batch_size": "2", "num_training_samples": "8"}
+    port = free_port()
+    jobs = [host_job(tmp_path, host, hyperparameters, train=8, validation=4) for host in HOSTS]
+    processes = [start(paths, port) for paths in jobs]
+    logs = [process.communicate(timeout=600)[0] for process in processes]
+    for process, log in zip(processes, logs):
+        assert process.returncode == 0, log[-3000:]
+    timed = re.search(r"Winograd kept for (\d+) of (\d+) layers .*?(?:; torch's convolution for (\d+),|\n)", logs[0])
+    assert timed, logs[0][-3000:]
+    assert "timed layer by layer" not in logs[1]  # only process 0 times
+    given_back = int(timed.group(3) or 0)
+    assert int(timed.group(1)) + given_back == int(timed.group(2)) == 12
+    assert (f"CPU training: {given_back} Winograd layer(s) given back to torch's convolution, as process 0 timed "
+            f"them") in logs[1]
 
 
 @pytest.mark.slow

@@ -179,7 +179,11 @@ class Trainer:
                                               stop=lambda: self.stop.requested)
             self.log("CPU training: " + winograd_tuning.describe(timings, time.perf_counter() - start))
             slower = [timing.name for timing in timings if not timing.winograd_wins]
-        winograd_tuning.use_torch_convolution(self.model, self.collective.broadcast(slower))
+        slower = self.collective.broadcast(slower)
+        if not self.is_main:
+            self.log(f"CPU training: {len(slower)} Winograd layer(s) given back to torch's convolution, "
+                     f"as process 0 timed them")
+        winograd_tuning.use_torch_convolution(self.model, slower)
 
     # --- checkpoints --------------------------------------------------------------------------
     def resume(self) -> bool:

@@ -211,7 +211,7 @@ class OursStepper(Stepper):
                 started = time.perf_counter()
                 timings = winograd_tuning.measure(self.model, self.model.image_shape, batch_size, self.channels_last)
                 log(winograd_tuning.describe(timings, time.perf_counter() - started))
-                winograd_tuning.use_torch_convolution(self.model, [t.name for t in timings if not t.winograd_wins])
+                winograd_tuning.use_torch_convolution(self.model, winograd_tuning.slower_layers(timings))
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         with self.autocast():  # the loss outside autocast, as in the Trainer

@@ -70,7 +70,7 @@ def test_the_slower_layers_are_given_back_to_torch_with_their_parameters_and_the
     modules = dict(model.named_modules())
     before = {name: (modules[name].weight, modules[name].bias) for name in slower}
     reference = copy.deepcopy(model)
-    use_torch_convolution(model, [t.name for t in timings if not t.winograd_wins])
+    use_torch_convolution(model, winograd_tuning.slower_layers(timings))
     modules = dict(model.named_modules())
     for name in names:
         assert (type(modules[name]) is nn.Conv2d) is (name in slower)
@@ -113,7 +113,7 @@ def test_a_stop_request_ends_the_timing_and_the_untimed_layers_keep_winograd():
     timings = measure(model, 268, batch=1, channels_last=False, stop=lambda: len(calls) >= 2,
                       timer=lambda *args: calls.append(args) or (1.0, 2.0))
     assert len(timings) == 2
-    use_torch_convolution(model, [t.name for t in timings if not t.winograd_wins])
+    use_torch_convolution(model, winograd_tuning.slower_layers(timings))
     assert sum(isinstance(m, WinogradConv2d) for m in model.modules()) == len(names) - 2
 
 

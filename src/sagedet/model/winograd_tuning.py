@@ -128,6 +128,11 @@ def measure(model: nn.Module, image_shape: int, batch: int, channels_last: bool,
     return timings
 
 
+def slower_layers(timings: list[LayerTiming]) -> list[str]:
+    """The names of the timed layers where Winograd was not faster."""
+    return [timing.name for timing in timings if not timing.winograd_wins]
+
+
 def use_torch_convolution(model: nn.Module, names: list[str]) -> None:
     """Give the named Winograd layers of ``model`` back to torch's convolution (same parameters)."""
     modules = dict(model.named_modules())

@@ -35,9 +35,9 @@ from ..errors import DataError, ModelError, SagedetError
 from ..evaluate.coco import coco_metrics
 from ..evaluate.detections import ImageDetections
 from ..evaluate.voc_map import voc_map
+from ..model import winograd_tuning
 from ..model.precision import amp_dtype
 from ..model.ssd import SSDDetector
-from ..model import winograd_tuning
 from ..model.winograd import LARGE_MAP_CELLS, MIN_MAP_CELLS, eligible, use_winograd
 from ..sagemaker.hyperparameters import TrainingConfig
 from ..sagemaker.metrics_log import MetricsLogger
@@ -178,7 +178,7 @@ class Trainer:
             timings = winograd_tuning.measure(self.model, image_shape, batch, self.channels_last,
                                               stop=lambda: self.stop.requested)
             self.log("CPU training: " + winograd_tuning.describe(timings, time.perf_counter() - start))
-            slower = [timing.name for timing in timings if not timing.winograd_wins]
+            slower = winograd_tuning.slower_layers(timings)
         slower = self.collective.broadcast(slower)
         if not self.is_main:
             self.log(f"CPU training: {len(slower)} Winograd layer(s) given back to torch's convolution, "

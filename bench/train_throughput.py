@@ -208,10 +208,10 @@ class OursStepper(Stepper):
         if device.type != "cuda":
             use_winograd(self.model, training=True)
             if batch_size:
-                started = time.perf_counter()
-                timings = winograd_tuning.measure(self.model, self.model.image_shape, batch_size, self.channels_last)
-                log(winograd_tuning.describe(timings, time.perf_counter() - started))
-                winograd_tuning.use_torch_convolution(self.model, winograd_tuning.slower_layers(timings))
+                slower, line = winograd_tuning.choose(self.model, self.model.image_shape, batch_size,
+                                                      self.channels_last)
+                log(line)
+                winograd_tuning.use_torch_convolution(self.model, slower)
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         with self.autocast():  # the loss outside autocast, as in the Trainer

@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from inference_latency import randomize  # noqa: E402
@@ -80,8 +81,9 @@ def folded(conv: nn.Conv2d, norm: nn.BatchNorm2d | None) -> tuple[Tensor, Tensor
     bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels)
     if norm is None:
         return weight, bias
-    scale = norm.weight.detach() / torch.sqrt(norm.running_var + norm.eps)
-    return weight * scale.reshape(-1, 1, 1, 1), (bias - norm.running_mean) * scale + norm.bias.detach()
+    weight, bias = fuse_conv_bn_weights(weight, bias, norm.running_mean, norm.running_var, norm.eps,
+                                        norm.weight, norm.bias)
+    return weight.detach(), bias.detach()
 
 
 def convert(graph: DetectionGraph, head: bool) -> list[str]:

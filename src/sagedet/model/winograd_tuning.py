@@ -34,9 +34,10 @@ from sagedet.model.winograd import WinogradConv2d, tile_for, unconvert
 MAX_IMAGES = 8
 """The most images per timed pass: the training batch, up to this. Winograd's share of a layer's time that
 does not grow with the batch (the weight's transform, forward and backward, on every step) weighs more
-in small batches: with 2 images vgg-16's 19x19 layers took 0.95-1.03x torch's time, with 8 0.55-0.64x
-(AVX-512 Xeon), so the batch the job trains with is what is timed, where that is affordable: about 30 s
-for vgg-16 at 300 px and 2 minutes at 512 px with 8 images on a 2-core CPU, against hours of training.
+in small batches: with 2 images vgg-16's 19x19 layers took 0.95-1.03x torch's time, with 8 0.45-0.52x
+(AVX-512 Xeon, scratch runs of :func:`measure`), so the batch the job trains with is what is timed, where
+that is affordable: 40-53 s for vgg-16 at 300 px and 133-138 s at 512 px with 8 images on a 2-core CPU,
+against hours of training.
 Above 8 images the fixed share only shrinks further, so a layer that wins at 8 wins at 32."""
 ROUNDS = 2
 """Timed passes each way; the fastest counts. One pass each way on one image warms up first."""
@@ -131,6 +132,15 @@ def measure(model: nn.Module, image_shape: int, batch: int, channels_last: bool,
 def slower_layers(timings: list[LayerTiming]) -> list[str]:
     """The names of the timed layers where Winograd was not faster."""
     return [timing.name for timing in timings if not timing.winograd_wins]
+
+
+def choose(model: nn.Module, image_shape: int, batch: int, channels_last: bool,
+           stop: Callable[[], bool] = lambda: False) -> tuple[list[str], str]:
+    """:func:`measure`, then the layers to give back to torch's convolution (:func:`use_torch_convolution`)
+    and the log line (:func:`describe`) saying what was timed and chosen."""
+    start = time.perf_counter()
+    timings = measure(model, image_shape, batch, channels_last, stop=stop)
+    return slower_layers(timings), describe(timings, time.perf_counter() - start)
 
 
 def use_torch_convolution(model: nn.Module, names: list[str]) -> None:

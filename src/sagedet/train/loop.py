@@ -174,11 +174,9 @@ class Trainer:
         take its choice) and give the slower ones back to torch's convolution."""
         slower = None
         if self.is_main:
-            start = time.perf_counter()
-            timings = winograd_tuning.measure(self.model, image_shape, batch, self.channels_last,
-                                              stop=lambda: self.stop.requested)
-            self.log("CPU training: " + winograd_tuning.describe(timings, time.perf_counter() - start))
-            slower = winograd_tuning.slower_layers(timings)
+            slower, line = winograd_tuning.choose(self.model, image_shape, batch, self.channels_last,
+                                                  stop=lambda: self.stop.requested)
+            self.log("CPU training: " + line)
         slower = self.collective.broadcast(slower)
         if not self.is_main:
             self.log(f"CPU training: {len(slower)} Winograd layer(s) given back to torch's convolution, "

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -145,3 +147,45 @@ def test_a_file_onnx_runtime_cannot_load_is_named(tmp_path: Path):
     broken.write_bytes(b"not an onnx graph")
     with pytest.raises(SagedetError, match=rf"{broken}: ONNX Runtime cannot load it"):
         OnnxRuntimeGraph(broken)
+
+
+def _cpu_seconds_while_idle_after_a_run(graph: OnnxRuntimeGraph, images: torch.Tensor) -> float:
+    """Median CPU time the process spends in the 0.1 s after a run while its own thread sleeps: ONNX
+    Runtime's pool threads spinning on."""
+    graph(images)
+    spent = []
+    for _ in range(5):
+        graph(images)
+        started = time.process_time()
+        time.sleep(0.1)
+        spent.append(time.process_time() - started)
+    return statistics.median(spent)
+
+
+def test_onnx_runtime_threads_stop_spinning_when_a_run_returns(tmp_path: Path):
+    """Left spinning, they take a core from what the worker does next (bench/checks/ort_spinning.py)."""
+    import io
+    import warnings
+
+    class TwoOutputs(torch.nn.Module):  # a small graph with the exported graphs' input and output names
+        def __init__(self):
+            super().__init__()
+            self.trunk = torch.nn.Conv2d(3, 32, 3, padding=1)
+            self.scores, self.boxes = torch.nn.Conv2d(32, 8, 3, padding=1), torch.nn.Conv2d(32, 4, 3, padding=1)
+
+        def forward(self, x):
+            x = self.trunk(x)
+            return self.scores(x), self.boxes(x)
+
+    net = TwoOutputs().eval()
+    images = torch.rand(1, 3, 64, 64)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (images,), buffer, input_names=["images"], output_names=["scores", "boxes"],
+                          dynamo=False)
+    spinning = _cpu_seconds_while_idle_after_a_run(
+        OnnxRuntimeGraph(buffer.getvalue(), threads=2, stop_spinning=False), images)
+    stopped = _cpu_seconds_while_idle_after_a_run(OnnxRuntimeGraph(buffer.getvalue(), threads=2), images)
+    assert spinning > 0.01, f"ONNX Runtime's threads did not spin after a run ({spinning:.4f} s): nothing to compare"
+    assert stopped < 0.005, f"ONNX Runtime's threads took {stopped:.4f} s of CPU in the 0.1 s after a run"

@@ -65,14 +65,22 @@ def to_bytes(model: SSDDetector) -> bytes:
 
 
 class OnnxRuntimeGraph:
-    """An ONNX Runtime CPU session over an exported file (or its bytes), called like the TorchScript graph."""
+    """An ONNX Runtime CPU session over an exported file (or its bytes), called like the TorchScript graph.
 
-    def __init__(self, path: Path | bytes, threads: int | None = None):
+    ONNX Runtime's pool threads spin-wait between the operators of a run, which keeps its own call fast,
+    and by default go on spinning for a while after the run returns, taking cores from whatever the
+    worker does next (the NMS and response that follow, another path's call). ``stop_spinning`` (the
+    default) makes them stop when the run returns (``session.force_spinning_stop``); see
+    ``bench/checks/ort_spinning.py``."""
+
+    def __init__(self, path: Path | bytes, threads: int | None = None, stop_spinning: bool = True):
         ort = _require("onnxruntime", extra="onnxruntime")
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        if stop_spinning:
+            options.add_session_config_entry("session.force_spinning_stop", "1")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             source = path if isinstance(path, bytes) else str(path)

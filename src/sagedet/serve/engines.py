@@ -53,9 +53,11 @@ ONNX_FILE = "model.onnx"
 PROBE_ROUNDS = 5
 PROBE_PAUSE_SECONDS = 0.1
 """How long the probe waits before each timed call, so that no path is timed while the previous one's
-threads still run: ONNX Runtime's pool threads spin-wait after a run (with more than one thread a
-worker), and slowed the next torch call by up to 1.6x on a 2-core Xeon (bench/machine.py), which
-would tilt the choice towards ONNX Runtime. With 4 paths it adds 2 s to a CPU worker's start."""
+threads still run: ONNX Runtime's pool threads spin-waited after a run (with more than one thread a
+worker) and slowed the next torch call by up to 1.6x on a 2-core Xeon (bench/machine.py), which
+tilted the choice towards ONNX Runtime; since the tenth session they stop when the run returns
+(``OnnxRuntimeGraph``), but torch's OpenMP threads still spin a few ms after a call (4-9 ms of CPU in
+the 0.1 s after a convolution, scratch). With 4 paths it adds 2 s to a CPU worker's start."""
 
 Graph = Callable[[Tensor], tuple[Tensor, Tensor]]
 

@@ -2,9 +2,10 @@
 
 import pytest
 import torch
+from torchvision.models.detection._utils import BoxCoder
 
 from sagedet.errors import ConfigError
-from sagedet.model.ssd import build_ssd, minimum_image_shape
+from sagedet.model.ssd import BOX_CODER_WEIGHTS, build_ssd, minimum_image_shape
 
 
 @pytest.mark.parametrize("base_network, image_shape, num_anchors, maps", [
@@ -53,13 +54,28 @@ def test_loss_is_finite_with_an_image_without_objects_and_falls_when_fitting_one
     assert losses[-1] < 0.5 * losses[0]
 
 
+def test_the_box_loss_targets_are_torchvisions_box_coder_encodings():
+    """Box codes equal to torchvision's BoxCoder encoding of the ground truth against every anchor give a
+    zero box loss (the loss encodes with its own weights buffer, which moves with the model, instead)."""
+    model = build_ssd("mobilenet-v3", 3, 128)
+    gt_boxes, gt_labels = torch.tensor([[[0.2, 0.3, 0.5, 0.8]]]), torch.tensor([[1]])
+    anchors = model.anchors
+    exact = BoxCoder(BOX_CODER_WEIGHTS).encode_single(gt_boxes[0].expand(len(anchors), 4), anchors)[None]
+    logits = torch.zeros(1, len(anchors), 4)
+    assert model.loss(logits, exact, gt_boxes, gt_labels)["smooth_l1"].item() < 1e-5
+    shifted = BoxCoder(BOX_CODER_WEIGHTS).encode_single((gt_boxes[0] + 0.05).expand(len(anchors), 4), anchors)[None]
+    assert model.loss(logits, shifted, gt_boxes, gt_labels)["smooth_l1"].item() > 0.1
+    assert "box_weights" not in model.state_dict()  # saved models are unchanged
+
+
 def test_decoding_recovers_an_encoded_box_and_labels_are_class_ids():
     model = build_ssd("mobilenet-v3", 3, 128).eval()
     anchors = model.anchors
     target = torch.tensor([[0.2, 0.3, 0.5, 0.8]])
     anchor_index = 17
     codes = torch.zeros(1, anchors.shape[0], 4)
-    codes[0, anchor_index] = model.box_coder.encode_single(target, anchors[anchor_index:anchor_index + 1])[0]
+    codes[0, anchor_index] = BoxCoder(BOX_CODER_WEIGHTS).encode_single(
+        target, anchors[anchor_index:anchor_index + 1])[0]
     logits = torch.full((1, anchors.shape[0], 4), -10.0)
     logits[..., 0] = 10.0  # background everywhere ...
     logits[0, anchor_index] = torch.tensor([-10.0, -10.0, -10.0, 10.0])  # ... but class id 2 here

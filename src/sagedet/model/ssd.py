@@ -87,7 +87,9 @@ class SSDDetector(nn.Module):
         self.register_buffer("anchors", self._anchors(generator, map_shapes, image_shape), persistent=False)
         self.register_buffer("image_mean", torch.tensor(base.image_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(base.image_std).view(1, 3, 1, 1), persistent=False)
-        self.box_coder = det_utils.BoxCoder(weights=BOX_CODER_WEIGHTS)
+        # torchvision's BoxCoder.encode_single builds its weights from a tuple on every call: on CUDA a blocking
+        # host-to-device copy inside each training step. A buffer moves with the model once.
+        self.register_buffer("box_weights", torch.tensor(BOX_CODER_WEIGHTS), persistent=False)
         self._frozen_norms: list[nn.Module] = []
 
     @staticmethod
@@ -117,8 +119,8 @@ class SSDDetector(nn.Module):
 
         # Background anchors get themselves as target: padded boxes would encode to -inf.
         target_boxes = torch.where(positive[..., None], target_boxes, anchors)
-        target_codes = self.box_coder.encode_single(
-            target_boxes.reshape(-1, 4), anchors.repeat(batch, 1)).view(batch, num_anchors, 4)
+        target_codes = det_utils.encode_boxes(target_boxes.reshape(-1, 4), anchors.repeat(batch, 1),
+                                              self.box_weights.to(anchors.dtype)).view(batch, num_anchors, 4)
         box_loss = F.smooth_l1_loss(box_codes.float(), target_codes, reduction="none").sum(-1)
         smooth_l1 = (box_loss * positive).sum() / normalizer
 

@@ -109,3 +109,18 @@ def test_bad_inference_path_and_batching_values_are_named():
     assert "SAGEDET_INFERENCE_PATH='tensorrt': expected one of auto, eager, torchscript, winograd, onnxruntime" in message
     assert "SAGEDET_BATCH_SIZE='0': expected an integer from 1 to 256" in message
     assert "SAGEDET_BATCH_DELAY_MS='-1': expected a number from 0 to 1000" in message
+
+
+def test_gpus_are_counted_without_asking_cuda_whether_it_is_available(monkeypatch):
+    """is_available calls cudaGetDeviceCount, which initialises the driver in the gunicorn master and
+    breaks CUDA in the workers it forks; device_count asks NVML first."""
+    import torch
+
+    from sagedet.serve.settings import count_gpus
+
+    def refuse():
+        raise AssertionError("torch.cuda.is_available() was called")
+
+    monkeypatch.setattr(torch.cuda, "is_available", refuse)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    assert count_gpus() == 3

@@ -146,10 +146,12 @@ def usable_cpus() -> int:
 
 
 def count_gpus() -> int:
-    """CUDA devices visible to this process (NVML first: does not initialize CUDA here)."""
+    """CUDA devices visible to this process. ``torch.cuda.device_count`` asks NVML first, which leaves CUDA
+    uninitialised in the gunicorn master so that forked workers can use it; ``torch.cuda.is_available``
+    would call cudaGetDeviceCount (the driver's initialisation) first."""
     import torch
 
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return torch.cuda.device_count()
 
 
 def default_workers(cpus: int, gpus: int) -> int:

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 
 import pytest
 from PIL import Image
 
-from conftest import failure_reason, make_job, run_train, set_hyperparameters
+from conftest import failure_reason, run_train, set_hyperparameters
 
 
 def _fails_with(paths, *fragments: str, code: int = 1) -> str:
@@ -94,6 +93,19 @@ def test_pretrained_weights_absent_says_how_to_provide_them(job, tmp_path):
     reason = failure_reason(job)
     assert "mobilenet_v3_large-8738ca79.pth" in reason
     assert "sagedet fetch-weights" in reason and "use_pretrained_model=0" in reason
+
+
+@pytest.mark.parametrize("device, fragment", [("tpu", "expected cpu, cuda or cuda:N"),
+                                              ("cuda:7", "CUDA is not available on this machine")])
+def test_a_device_that_is_not_there_is_named(job, device, fragment):
+    if device.startswith("cuda"):
+        import torch
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+    result = run_train(job, timeout=300, SAGEDET_DEVICE=device)
+    assert result.returncode == 1, result.stdout + result.stderr
+    reason = failure_reason(job)
+    assert f"SAGEDET_DEVICE='{device}'" in reason and fragment in reason and "Traceback" not in reason
 
 
 def test_image_shape_too_small_for_the_network(job):

@@ -106,6 +106,7 @@ class Predictor:
                 torch.set_num_threads(threads)
         model.eval().to(target)
         if target.type == "cuda":
+            torch.cuda.set_device(target)  # pinned memory and lazily made CUDA tensors go to the current device
             torch.backends.cudnn.benchmark = True  # one input shape
         engine = build_engine(inference_path, model, Path(model_dir), target, threads,
                               probe_batch=batching.max_size if batching else 1)

@@ -47,13 +47,35 @@ def log(message: str) -> None:
 
 
 def _runtime() -> Runtime:
-    device = torch.device(os.environ.get(DEVICE_ENV) or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = _device(os.environ.get(DEVICE_ENV))
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # pinned memory and lazily made CUDA tensors go to the current device
     workers_text = os.environ.get(DATA_WORKERS_ENV)
     try:
         workers = int(workers_text) if workers_text else min(4, os.cpu_count() or 1)
     except ValueError:
         raise ConfigError(f"environment variable {DATA_WORKERS_ENV}={workers_text!r}: expected an integer >= 0") from None
     return Runtime(device=device, data_workers=max(0, workers), show_progress=sys.stderr.isatty())
+
+
+def _device(text: str | None) -> torch.device:
+    """The training device: ``SAGEDET_DEVICE`` (cpu, cuda or cuda:N) if set, else CUDA when present."""
+    if not text:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    what = f"environment variable {DEVICE_ENV}={text!r}"
+    try:
+        device = torch.device(text.lower())
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index):
+        raise ConfigError(f"{what}: expected cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise ConfigError(f"{what}: CUDA is not available on this machine")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"{what}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}")
+    return device
 
 
 def _check_batch_size(config: TrainingConfig) -> None:

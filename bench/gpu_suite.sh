@@ -34,18 +34,20 @@ run_part() {
             "$python" -m pytest -q -p no:cacheprovider tests/job/test_train_cuda.py tests/serve/test_serve_cuda.py \
                 "tests/data/test_dataset.py::test_batch_pin_memory" 2>&1 | tee "$out/tests.log" ;;
         train-300|train-512)
-            "$python" bench/train_throughput.py --device cuda --batch-size 64 --image-shapes "${1#train-}" \
-                > "$out/$1.md" 2> >(tee "$out/$1.log" >&2) ;;
+            { "$python" bench/train_throughput.py --device cuda --batch-size 64 --image-shapes "${1#train-}" \
+                > "$out/$1.md"; } 2>&1 | tee "$out/$1.log" ;;
         infer)
-            "$python" bench/inference_throughput.py --device cuda --batch-size 64 \
-                > "$out/infer.md" 2> >(tee "$out/infer.log" >&2) ;;
+            { "$python" bench/inference_throughput.py --device cuda --batch-size 64 > "$out/infer.md"; } 2>&1 \
+                | tee "$out/infer.log" ;;
         *)
             echo "unknown part '$1': expected tests, train-300, train-512, infer or all" >&2; return 2 ;;
     esac
 }
 
 if [ "$part" = all ]; then
-    for p in tests train-300 train-512 infer; do run_part "$p"; done
+    status=0  # a failing part does not keep the others from running; the exit status says one failed
+    for p in tests train-300 train-512 infer; do run_part "$p" || status=$?; done
+    exit "$status"
 else
     run_part "$part"
 fi

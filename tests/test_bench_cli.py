@@ -19,3 +19,26 @@ def test_device_cuda_without_cuda_is_refused_with_the_alternative(script: str):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "--device cuda: CUDA is not available on this machine; use --device cpu" in result.stderr
+
+
+def test_the_gpu_suite_runs_every_part_logs_each_and_says_when_one_failed(tmp_path: Path):
+    """bench/gpu_suite.sh all, with a stand-in interpreter ($PYTHON) whose pytest fails and whose benchmark
+    scripts write a table to stdout and progress to stderr: the parts after the failed one still run, each
+    table and log lands in its file, and the exit status is the failure's."""
+    interpreter = tmp_path / "python"
+    interpreter.write_text("#!/bin/sh\n"
+                           "case \"$*\" in\n"
+                           "  *pytest*) echo 'tests: 1 failed'; exit 3 ;;\n"
+                           "  *.py*) echo \"| table of $1 |\"; echo \"progress of $1\" >&2 ;;\n"
+                           "  *) echo 'torch (stand-in)' ;;\n"
+                           "esac\n")
+    interpreter.chmod(0o755)
+    out = tmp_path / "out"
+    result = subprocess.run(["bash", str(BENCH / "gpu_suite.sh"), "all", str(out)], capture_output=True, text=True,
+                            timeout=60, env={"PATH": "/usr/bin:/bin", "PYTHON": str(interpreter)})
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "1 failed" in (out / "tests.log").read_text()
+    for part, script in [("train-300", "train_throughput.py"), ("train-512", "train_throughput.py"),
+                         ("infer", "inference_throughput.py")]:
+        assert (out / f"{part}.md").read_text() == f"| table of bench/{script} |\n"
+        assert (out / f"{part}.log").read_text() == f"progress of bench/{script}\n"

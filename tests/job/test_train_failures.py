@@ -95,7 +95,7 @@ def test_pretrained_weights_absent_says_how_to_provide_them(job, tmp_path):
     assert "sagedet fetch-weights" in reason and "use_pretrained_model=0" in reason
 
 
-@pytest.mark.parametrize("device, fragment", [("tpu", "expected cpu, cuda or cuda:N"),
+@pytest.mark.parametrize("device, fragment", [("tpu", "expected auto, cpu, cuda or cuda:N"),
                                               ("cuda:7", "CUDA is not available on this machine")])
 def test_a_device_that_is_not_there_is_named(job, device, fragment):
     if device.startswith("cuda"):

@@ -59,8 +59,9 @@ def _runtime() -> Runtime:
 
 
 def _device(text: str | None) -> torch.device:
-    """The training device: ``SAGEDET_DEVICE`` (cpu, cuda or cuda:N) if set, else CUDA when present."""
-    if not text:
+    """The training device: ``SAGEDET_DEVICE`` (cpu, cuda or cuda:N) if set, else (or ``auto``, as the
+    server takes it) CUDA when present."""
+    if not text or text.strip().lower() == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     what = f"environment variable {DEVICE_ENV}={text!r}"
     try:
@@ -68,7 +69,7 @@ def _device(text: str | None) -> torch.device:
     except RuntimeError:
         device = None
     if device is None or device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index):
-        raise ConfigError(f"{what}: expected cpu, cuda or cuda:N")
+        raise ConfigError(f"{what}: expected auto, cpu, cuda or cuda:N")
     if device.type == "cuda":
         count = torch.cuda.device_count()
         if count == 0:

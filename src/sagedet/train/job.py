@@ -61,11 +61,12 @@ def _runtime() -> Runtime:
 def _device(text: str | None) -> torch.device:
     """The training device: ``SAGEDET_DEVICE`` (cpu, cuda or cuda:N) if set, else (or ``auto``, as the
     server takes it) CUDA when present."""
-    if not text or text.strip().lower() == "auto":
+    value = (text or "auto").strip().lower()
+    if value == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     what = f"environment variable {DEVICE_ENV}={text!r}"
     try:
-        device = torch.device(text.lower())
+        device = torch.device(value)
     except RuntimeError:
         device = None
     if device is None or device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index):
@@ -228,9 +229,9 @@ def run_training(paths: SageMakerPaths, stop: StopRequest, rank: Rank = SOLO) ->
 
 
 def _local_processes() -> int:
-    """One training process per GPU when training on CUDA, else one."""
-    device = os.environ.get(DEVICE_ENV, "")
-    if device.startswith("cpu") or ":" in device or not torch.cuda.is_available():
+    """One training process per GPU when training on all of CUDA (``cuda`` or ``auto``), else one."""
+    device = _device(os.environ.get(DEVICE_ENV))
+    if device.type == "cpu" or device.index is not None:
         return 1
     return torch.cuda.device_count()
 

@@ -27,7 +27,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
 from sagedet.allocator import tune_malloc
-from sagedet.errors import ConfigError
+from sagedet.devices import present_device
 from sagedet.model.saved import load_detector
 from sagedet.model.ssd import Detections, SSDDetector, select_detections
 from sagedet.serve.batching import Batcher
@@ -57,9 +57,7 @@ def resolve_device(name: str = "auto", slot: int = 0) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda", slot % torch.cuda.device_count())
         return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"SAGEDET_DEVICE={name}: CUDA is not available on this machine")
-    return torch.device(name)
+    return present_device(name, f"SAGEDET_DEVICE={name}")
 
 
 @dataclass(frozen=True)

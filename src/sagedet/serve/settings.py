@@ -57,6 +57,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
+from sagedet.devices import parse_device
 from sagedet.errors import ConfigError
 from sagedet.sagemaker.paths import SageMakerPaths
 
@@ -163,7 +164,7 @@ def load_settings(environ: Mapping[str, str] | None = None, gpus: Callable[[], i
     """Read and validate the environment. ``gpus`` is only called when the worker count is not set."""
     env = os.environ if environ is None else environ
     reader = _Reader(env)
-    device = reader.read(DEVICE, "auto", _device)
+    device = reader.read(DEVICE, "auto", parse_device)
     workers = reader.read(WORKERS, None, _integer(1, None))
     settings = ServeSettings(
         model_dir=SageMakerPaths.from_env(dict(env)).model_dir,
@@ -253,13 +254,6 @@ def _choice(*allowed: str) -> Callable[[str], str]:
             raise ValueError(f"expected one of {', '.join(allowed)}")
         return raw.lower()
     return parse
-
-
-def _device(raw: str) -> str:
-    value = raw.lower()
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
-        raise ValueError("expected auto, cpu, cuda or cuda:N")
-    return value
 
 
 def _host(raw: str) -> str:

@@ -23,6 +23,7 @@ from .. import __version__
 from ..artifacts import find_model_dir, load_model, save_model
 from ..data.loaders import Shard, is_stream
 from ..data.sources import class_names, open_sources
+from ..devices import parse_device, present_device
 from ..errors import ConfigError, ModelError
 from ..model.ssd import SSDDetector, build_ssd
 from ..model.weights import load_pretrained_state
@@ -60,24 +61,15 @@ def _runtime() -> Runtime:
 
 def _device(text: str | None) -> torch.device:
     """The training device: ``SAGEDET_DEVICE`` (cpu, cuda or cuda:N) if set, else (or ``auto``, as the
-    server takes it) CUDA when present."""
-    value = (text or "auto").strip().lower()
-    if value == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    server takes it) all of CUDA when present."""
     what = f"environment variable {DEVICE_ENV}={text!r}"
     try:
-        device = torch.device(value)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index):
-        raise ConfigError(f"{what}: expected auto, cpu, cuda or cuda:N")
-    if device.type == "cuda":
-        count = torch.cuda.device_count()
-        if count == 0:
-            raise ConfigError(f"{what}: CUDA is not available on this machine")
-        if device.index is not None and device.index >= count:
-            raise ConfigError(f"{what}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}")
-    return device
+        value = parse_device(text or "auto")
+    except ValueError as error:
+        raise ConfigError(f"{what}: {error}") from None
+    if value == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return present_device(value, what)
 
 
 def _check_batch_size(config: TrainingConfig) -> None:

@@ -70,8 +70,7 @@ def main() -> None:
     photo = test_image(640, 480)
     predictors = {f"a request, {name}": Predictor(model, metadata, torch.device("cpu"), Engine("onnxruntime", graph))
                   for name, graph in [("spinning stopped", stopped), ("spinning on", spinning)]}
-    for name, predictor in predictors.items():
-        times[name] = []
+    times.update({name: [] for name in predictors})
     for _ in range(args.iterations // BLOCK):
         for name, predictor in predictors.items():
             for index in range(BLOCK + 1):  # the first request of a block follows the other session's: untimed

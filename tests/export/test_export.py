@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from sagedet.cli import main
-from sagedet.export.onnx import OnnxRuntimeGraph
+from sagedet.export.onnx import OnnxRuntimeGraph, to_bytes
 from sagedet.export.writer import TOLERANCE
 from sagedet.model.saved import load_detector
-from sagedet.model.ssd import select_detections
+from sagedet.model.ssd import build_ssd, select_detections
 from sagedet.serve.codecs import Options
 from sagedet.serve.predictor import Predictor
 from trained_like import CLASS_NAMES, photos, write_model
@@ -162,30 +162,12 @@ def _cpu_seconds_while_idle_after_a_run(graph: OnnxRuntimeGraph, images: torch.T
     return statistics.median(spent)
 
 
-def test_onnx_runtime_threads_stop_spinning_when_a_run_returns(tmp_path: Path):
+def test_onnx_runtime_threads_stop_spinning_when_a_run_returns():
     """Left spinning, they take a core from what the worker does next (bench/checks/ort_spinning.py)."""
-    import io
-    import warnings
-
-    class TwoOutputs(torch.nn.Module):  # a small graph with the exported graphs' input and output names
-        def __init__(self):
-            super().__init__()
-            self.trunk = torch.nn.Conv2d(3, 32, 3, padding=1)
-            self.scores, self.boxes = torch.nn.Conv2d(32, 8, 3, padding=1), torch.nn.Conv2d(32, 4, 3, padding=1)
-
-        def forward(self, x):
-            x = self.trunk(x)
-            return self.scores(x), self.boxes(x)
-
-    net = TwoOutputs().eval()
-    images = torch.rand(1, 3, 64, 64)
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (images,), buffer, input_names=["images"], output_names=["scores", "boxes"],
-                          dynamo=False)
-    spinning = _cpu_seconds_while_idle_after_a_run(
-        OnnxRuntimeGraph(buffer.getvalue(), threads=2, stop_spinning=False), images)
-    stopped = _cpu_seconds_while_idle_after_a_run(OnnxRuntimeGraph(buffer.getvalue(), threads=2), images)
+    model = build_ssd("mobilenet-v3", 3, 128).eval()
+    exported = to_bytes(model)  # the worker's in-memory export
+    images = torch.rand(1, 3, 128, 128)
+    spinning = _cpu_seconds_while_idle_after_a_run(OnnxRuntimeGraph(exported, threads=2, stop_spinning=False), images)
+    stopped = _cpu_seconds_while_idle_after_a_run(OnnxRuntimeGraph(exported, threads=2), images)
     assert spinning > 0.01, f"ONNX Runtime's threads did not spin after a run ({spinning:.4f} s): nothing to compare"
     assert stopped < 0.005, f"ONNX Runtime's threads took {stopped:.4f} s of CPU in the 0.1 s after a run"

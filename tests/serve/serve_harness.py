@@ -141,11 +141,14 @@ class Server:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         started = time.monotonic()
         try:
-            if chunked:
-                connection.request(method, path, body=iter([body[i:i + 65536] for i in range(0, len(body), 65536)]),
-                                   headers=headers or {}, encode_chunked=True)
-            else:
-                connection.request(method, path, body=body, headers=headers or {})
+            try:
+                if chunked:
+                    connection.request(method, path, body=iter([body[i:i + 65536] for i in range(0, len(body), 65536)]),
+                                       headers=headers or {}, encode_chunked=True)
+                else:
+                    connection.request(method, path, body=body, headers=headers or {})
+            except BrokenPipeError:
+                pass  # the server answered (a 413 from the headers) and closed before the body was all sent
             response = connection.getresponse()
             data = response.read()
             return Response(response.status, {k.lower(): v for k, v in response.getheaders()}, data,

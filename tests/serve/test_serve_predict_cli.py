@@ -7,10 +7,9 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
-from serve_harness import CLASS_NAMES, encode, one_torch_thread, scene, write_model
+from serve_harness import CLASS_NAMES, encode, one_torch_thread, scene, write_model  # noqa: F401 (autouse fixture)
 
 from sagedet.cli import main
 from sagedet.serve.codecs import Options, decode_image
@@ -71,3 +70,10 @@ def test_predict_refuses_bad_options(tmp_path: Path, capsys):
     assert code == 1 and err.strip() == "sagedet: --threshold 3.0: expected a number from 0 to 1"
     code, _, err = sagedet(capsys, "predict", "x.png", "--model", str(tmp_path / "nowhere"))
     assert code == 1 and err.strip() == f"sagedet: --model {tmp_path / 'nowhere'}: no such folder or model archive"
+    code, _, err = sagedet(capsys, "predict", "x.png", "--model", str(tmp_path / "model"), "--device", "tpu")
+    assert code == 1 and err.strip() == "sagedet: --device 'tpu': expected auto, cpu, cuda or cuda:N"
+    code, _, err = sagedet(capsys, "predict", "x.png", "--model", str(tmp_path / "model"), "--device", "cuda:99")
+    gpus = torch.cuda.device_count()
+    expected = (f"this machine has {gpus} GPU(s), cuda:0 to cuda:{gpus - 1}" if gpus
+                else "CUDA is not available on this machine")
+    assert code == 1 and err.strip() == f"sagedet: --device cuda:99: {expected}"

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from sagedet.devices import parse_device, present_device
 from sagedet.errors import ConfigError
 from sagedet.model.saved import model_dir_of
 from sagedet.serve.codecs import Options, ResponseForm, decode_image, encode
@@ -35,6 +36,7 @@ def predict_files(images: Sequence[Path], model: Path, threshold: float = 0.0, m
     if not 1 <= max_detections <= MAX_DETECTIONS_LIMIT:
         raise ConfigError(f"--max-detections {max_detections}: expected an integer from 1 to {MAX_DETECTIONS_LIMIT}")
     options = Options(threshold, max_detections)
+    device = _checked_device(device)
     with tempfile.TemporaryDirectory(prefix="sagedet-predict-") as work:
         predictor = Predictor.load(model_dir_of(model, Path(work)), device)
     if draw_dir is not None:
@@ -58,6 +60,17 @@ def predict_files(images: Sequence[Path], model: Path, threshold: float = 0.0, m
             target = _free_name(draw_dir, path.stem, taken)
             draw_detections(full.image, prediction, predictor.class_names, draw_min_score).save(target, "PNG")
     return failures
+
+
+def _checked_device(value: str) -> str:
+    """``--device`` checked as the server checks SAGEDET_DEVICE, its errors naming the option."""
+    try:
+        name = parse_device(value)
+    except ValueError as error:
+        raise ConfigError(f"--device {value!r}: {error}") from None
+    if name != "auto":
+        present_device(name, f"--device {value}")
+    return name
 
 
 def _free_name(folder: Path, stem: str, taken: set[Path]) -> Path:

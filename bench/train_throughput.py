@@ -15,7 +15,9 @@ For each base network and image size (default 300 and 512), at one batch size:
   network than ours. Either way the peer has our parameter and default-box counts (checked), so
   it differs from ours only in torchvision's transform, matching and loss.
 - **ours with data loading**: our step fed by a DataLoader over a generated image+JSON set
-  (VOC-sized JPEGs) with the job's training augmentation and collate, as a training epoch runs,
+  (VOC-sized JPEGs) with the job's training augmentation and collate, as a training epoch runs
+  (since the eleventh session with the photometric distortion the Trainer applies on the device,
+  counted in the waiting time),
   and the share of that run's time spent waiting for the next batch.
 
 Both models train as the job's Trainer trains: on CUDA channels-last, bf16 (else fp16) autocast,
@@ -61,6 +63,7 @@ from torchvision.models.detection.ssd import SSD, ssd300_vgg16
 from torchvision.models.detection.ssdlite import SSDLiteHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
+from sagedet.data.batch_photometric import BatchPhotometricDistortion
 from sagedet.data.dataset import Batch, DetectionDataset, check_batch, collate
 from sagedet.data.imagejson import ImageJsonSource
 from sagedet.data.synthetic import write_synthetic_dataset
@@ -279,7 +282,14 @@ def loader_inputs(dataset: DetectionDataset, batch_size: int, workers: int, devi
     first batch, so the copy-on-write page faults that slow the next few steps fall in the warm-up."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=workers,
                         collate_fn=collate, pin_memory=device.type == "cuda")
-    return (to_device(check_batch(batch), device) for batch in loader)
+    distortion = BatchPhotometricDistortion()  # the Trainer's photometric distortion, on the device
+
+    def distorted(batch: Batch) -> Batch:
+        batch = check_batch(batch).to(device, non_blocking=True)
+        batch.images = distortion(batch.images, batch.regions)
+        return to_device(batch, device)
+
+    return (distorted(batch) for batch in loader)
 
 
 def measure(network: str, image_shape: int, args: argparse.Namespace, device: torch.device,

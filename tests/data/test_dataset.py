@@ -54,6 +54,16 @@ def test_decodes_and_renormalizes_boxes():
     assert 0.9 < sample.image[0].mean() <= 1.0 and sample.image[1].mean() < 0.1
     torch.testing.assert_close(sample.boxes, torch.tensor([[0.1, 0.2, 0.5, 1.0]]))
     assert sample.labels.tolist() == [2] and sample.labels.dtype == torch.int64
+    assert sample.region.tolist() == [0.0, 0.0, 1.0, 1.0]  # no zoom out: the whole frame
+
+
+def test_the_training_transforms_region_is_normalized_like_the_boxes():
+    source = MemorySource(("a", RED, objects([[0.1, 0.2, 0.5, 1.0]], [2])))
+    torch.manual_seed(0)
+    regions = torch.stack([DetectionDataset(source, train_transform(32))[0].region for _ in range(30)])
+    assert regions.shape == (30, 4) and regions.min() > -1e-4 and regions.max() < 1 + 1e-4
+    assert (regions[:, 2] > regions[:, 0]).all() and (regions[:, 3] > regions[:, 1]).all()
+    assert (regions != torch.tensor([0.0, 0.0, 1.0, 1.0])).any(dim=1).sum() > 5
 
 
 def test_sample_without_objects():
@@ -121,6 +131,7 @@ def make_sample(name: str, count: int, size: int = 8) -> Sample:
         torch.rand(3, size, size),
         torch.rand(count, 4),
         torch.arange(count, dtype=torch.int64),
+        torch.tensor([0.0, 0.1, 0.9, 1.0]) * torch.rand(1),
     )
 
 
@@ -135,6 +146,7 @@ def test_collate_pads_boxes_with_zero_and_labels_with_minus_one():
     torch.testing.assert_close(batch.boxes[1], samples[1].boxes)
     assert batch.boxes[0].eq(0).all() and batch.boxes[2, 1].eq(0).all()
     assert batch.names == ["a", "b", "c"]
+    torch.testing.assert_close(batch.regions, torch.stack([sample.region for sample in samples]))
 
 
 def test_collate_keeps_one_slot_when_no_sample_has_objects():
@@ -148,6 +160,7 @@ def test_batch_to_device():
     moved = batch.to("cpu", non_blocking=True)
     assert isinstance(moved, Batch) and moved.names == ["a"]
     assert torch.equal(moved.images, batch.images)
+    assert torch.equal(moved.regions, batch.regions)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="pinning memory needs CUDA")

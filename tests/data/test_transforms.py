@@ -1,10 +1,13 @@
+import math
 import pickle
 
 import pytest
 import torch
 from torchvision import tv_tensors
+from torchvision.ops import box_iou
+from torchvision.transforms import v2
 
-from sagedet.data.transforms import eval_transform, train_transform
+from sagedet.data.transforms import MEAN_PIXEL, RandomIoUCrop, eval_transform, train_transform
 
 SIZE = 48
 
@@ -71,3 +74,81 @@ def test_transforms_pickle_for_spawned_workers():
     for transform in (train_transform(SIZE), eval_transform(SIZE)):
         image, target = pickle.loads(pickle.dumps(transform))(*inputs([[10, 5, 40, 50]]))
         assert image.shape == (3, SIZE, SIZE)
+
+
+def crop_statistics(crop, seed: int, rounds: int = 1500) -> dict[str, float]:
+    """How often ``crop`` leaves the image whole, the windows' mean share of the image, their aspect
+    ratios, and the mean number of boxes it keeps (not zeroed) and of those, the best IoU with the window."""
+    image, target = inputs([[10, 5, 40, 50], [60, 30, 85, 55], [20, 40, 30, 58]], height=60, width=90)
+    torch.manual_seed(seed)
+    whole, area, kept, aspects, best = 0, 0.0, 0, [], []
+    for _ in range(rounds):
+        out_image, out_target = crop(image, target)
+        height, width = out_image.shape[-2:]
+        if (height, width) == (60, 90):
+            whole += 1
+            continue
+        area += height * width / (60 * 90)
+        aspects.append(width / height)
+        boxes = out_target["boxes"].as_subclass(torch.Tensor)
+        kept += int((boxes.sum(dim=1) > 0).sum())
+        best.append(float(box_iou(boxes, torch.tensor([[0.0, 0.0, width, height]])).max()))
+    cropped = rounds - whole
+    return {"whole": whole / rounds, "area": area / cropped, "kept": kept / cropped,
+            "aspect_min": min(aspects), "aspect_max": max(aspects), "best_iou": sum(best) / cropped}
+
+
+def test_iou_crop_draws_windows_as_torchvisions():
+    ours, theirs = crop_statistics(RandomIoUCrop(), 0), crop_statistics(v2.RandomIoUCrop(), 0)
+    # left whole: the 1.0 option, 1 pick in 7, and picked again after another option's trials all failed
+    assert abs(ours["whole"] - theirs["whole"]) < 0.04 and 0.12 < ours["whole"] < 0.25
+    assert abs(ours["area"] - theirs["area"]) < 0.03
+    assert abs(ours["kept"] - theirs["kept"]) < 0.1
+    assert abs(ours["best_iou"] - theirs["best_iou"]) < 0.03
+    assert 0.5 <= ours["aspect_min"] and ours["aspect_max"] <= 2.0
+
+
+def test_iou_crop_zeroes_the_boxes_whose_centre_it_cuts_away():
+    image, target = inputs([[0, 0, 10, 10], [40, 20, 80, 60]], height=60, width=90)
+    torch.manual_seed(0)
+    seen_zeroed = 0
+    for _ in range(200):
+        out_image, out_target = RandomIoUCrop()(image, target)
+        boxes = out_target["boxes"].as_subclass(torch.Tensor)
+        assert boxes.shape == (2, 4) and out_target["labels"].tolist() == [0, 1]
+        assert out_target["boxes"].canvas_size == tuple(out_image.shape[-2:])
+        seen_zeroed += int((boxes == 0).all(dim=1).sum())
+    assert seen_zeroed > 0
+
+
+def test_iou_crop_passes_an_image_without_boxes_through():
+    image, target = inputs([])
+    out_image, out_target = RandomIoUCrop()(image, target)
+    assert out_image is image and out_target is target
+
+
+def test_train_transform_says_where_the_image_lies_on_the_zoom_out_canvas():
+    """A white image: inside the region the output is white, around it the canvas's mean colour (the
+    resize blends the pixels along the edge)."""
+    torch.manual_seed(0)
+    transform = train_transform(SIZE)
+    white = tv_tensors.Image(torch.full((3, 60, 90), 255, dtype=torch.uint8))
+    canvas = torch.tensor(MEAN_PIXEL, dtype=torch.float32)[:, None] / 255
+    smaller = 0
+    for _ in range(60):
+        image, target = transform(white, inputs([[10, 5, 40, 50]])[1])
+        x0, y0, x1, y1 = target["region"].reshape(4).tolist()
+        assert -1e-3 <= x0 < x1 <= SIZE + 1e-3 and -1e-3 <= y0 < y1 <= SIZE + 1e-3
+        inside = torch.zeros(SIZE, SIZE, dtype=torch.bool)
+        inside[math.ceil(y0) + 1:math.floor(y1) - 1, math.ceil(x0) + 1:math.floor(x1) - 1] = True
+        outside = torch.ones(SIZE, SIZE, dtype=torch.bool)
+        outside[max(0, math.floor(y0) - 1):math.ceil(y1) + 1, max(0, math.floor(x0) - 1):math.ceil(x1) + 1] = False
+        assert (image[:, inside] == 1).all()
+        torch.testing.assert_close(image[:, outside], canvas.expand(3, int(outside.sum())), atol=1 / 255, rtol=0)
+        smaller += (x1 - x0) * (y1 - y0) < SIZE * SIZE - 1
+    assert smaller > 10  # zoomed out or cropped to less than the frame
+
+
+def test_eval_transform_leaves_the_region_to_the_dataset():
+    image, target = inputs([[9, 6, 45, 60]])
+    assert "region" not in eval_transform(SIZE)(image, target)[1]

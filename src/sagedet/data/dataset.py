@@ -12,7 +12,7 @@ Images are decoded as stored: the EXIF orientation tag is NOT applied, because a
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -40,13 +40,16 @@ class Sample:
     """One decoded, transformed sample.
 
     image: float32 (3, S, S) in [0, 1]; boxes: float32 (N, 4) xmin, ymin, xmax, ymax normalized to
-    [0, 1] in the transformed frame; labels: int64 (N,).
+    [0, 1] in the transformed frame; labels: int64 (N,); region: float32 (4,), the same for where the
+    input image's pixels lie, the rest being the zoom-out canvas (the whole frame where the transform
+    does not say).
     """
 
     name: str
     image: torch.Tensor
     boxes: torch.Tensor
     labels: torch.Tensor
+    region: torch.Tensor = field(default_factory=lambda: torch.tensor([0.0, 0.0, 1.0, 1.0]))
 
 
 @dataclass
@@ -59,7 +62,8 @@ class SampleError:
 
 @dataclass
 class Batch:
-    """B samples: images (B, 3, S, S); boxes (B, M, 4) padded with 0; labels (B, M) padded with -1.
+    """B samples: images (B, 3, S, S); boxes (B, M, 4) padded with 0; labels (B, M) padded with -1;
+    regions (B, 4), each sample's ``region`` (None: whole frames).
 
     M is the largest object count in the batch, at least 1; a label of -1 marks padding.
     """
@@ -68,18 +72,18 @@ class Batch:
     boxes: torch.Tensor
     labels: torch.Tensor
     names: list[str]
+    regions: torch.Tensor | None = None
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        return Batch(
-            self.images.to(device, non_blocking=non_blocking),
-            self.boxes.to(device, non_blocking=non_blocking),
-            self.labels.to(device, non_blocking=non_blocking),
-            self.names,
-        )
+        return self._map(lambda tensor: tensor.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> Batch:
         """Called by DataLoader(pin_memory=True)."""
-        return Batch(self.images.pin_memory(), self.boxes.pin_memory(), self.labels.pin_memory(), self.names)
+        return self._map(torch.Tensor.pin_memory)
+
+    def _map(self, apply: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
+        return Batch(apply(self.images), apply(self.boxes), apply(self.labels), self.names,
+                     None if self.regions is None else apply(self.regions))
 
 
 class DetectionDataset(torch.utils.data.Dataset):
@@ -129,12 +133,15 @@ class DetectionDataset(torch.utils.data.Dataset):
 
         height, width = image.shape[-2:]
         scale = torch.tensor([width, height, width, height], dtype=torch.float32)
-        return Sample(
+        sample = Sample(
             name=name,
             image=image.as_subclass(torch.Tensor),
             boxes=target["boxes"].as_subclass(torch.Tensor) / scale,
             labels=target["labels"],
         )
+        if "region" in target:
+            sample.region = target["region"].reshape(4).float() / scale
+        return sample
 
 
 def collate(samples: list[Sample | SampleError]) -> Batch | SampleError:
@@ -150,7 +157,8 @@ def collate(samples: list[Sample | SampleError]) -> Batch | SampleError:
         boxes[row, :count] = sample.boxes
         labels[row, :count] = sample.labels
     images = torch.stack([sample.image for sample in samples])
-    return Batch(images, boxes, labels, [sample.name for sample in samples])
+    regions = torch.stack([sample.region for sample in samples])
+    return Batch(images, boxes, labels, [sample.name for sample in samples], regions)
 
 
 def check_batch(batch: Batch | SampleError) -> Batch:

@@ -13,25 +13,33 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
+from torchvision import tv_tensors
+from torchvision.ops import box_iou
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
 
 MEAN_PIXEL = (123, 117, 104)
 """ImageNet mean colour (uint8 RGB): the canvas colour of RandomZoomOut, as in the SSD paper."""
 
 
 def train_transform(image_shape: int) -> Callable:
-    """SSD's augmentation: photometric distortion, zoom out, IoU crop, flip, then resize to S×S.
+    """SSD's geometric augmentation: zoom out, IoU crop, flip, then resize to S×S.
 
-    Boxes cut away by the crop or shrunk below one output pixel are dropped with their labels, so an
-    image may leave with fewer objects (or none) than it came with.
+    SSD's photometric distortion comes after it, on whole batches on the training device
+    (:mod:`sagedet.data.batch_photometric`, called by the Trainer), within ``target["region"]``: where
+    the input image's pixels lie in the output, moved by every step as the image is (XYXY, output
+    pixels, shape (1, 4)); the zoom-out canvas around it keeps its mean colour. Boxes cut away by the crop or
+    shrunk below one output pixel are dropped with their labels, so an image may leave with fewer
+    objects (or none) than it came with.
     """
     return v2.Compose(
         [
-            v2.RandomPhotometricDistort(),
+            _TrackImageRegion(),
             v2.RandomZoomOut(fill=MEAN_PIXEL, side_range=(1.0, 4.0), p=0.5),
-            _WithBoxesOnly(v2.RandomIoUCrop()),
+            RandomIoUCrop(),
             v2.RandomHorizontalFlip(),
             v2.Resize((image_shape, image_shape), antialias=True),
+            _ImageRegionOut(),
             v2.SanitizeBoundingBoxes(labels_getter=_labels),
             v2.ToDtype(torch.float32, scale=True),
         ]
@@ -53,18 +61,85 @@ def _labels(inputs: tuple[Any, dict[str, Any]]) -> torch.Tensor:
     return inputs[1]["labels"]
 
 
-class _WithBoxesOnly(torch.nn.Module):
-    """Applies ``transform`` to samples that have boxes and passes the others through.
+class RandomIoUCrop(torch.nn.Module):
+    """SSD's IoU crop, as torchvision's ``v2.RandomIoUCrop`` with its defaults, its trials drawn at once.
 
-    RandomIoUCrop aims its crops at boxes and rejects inputs without any; an image with no objects
-    (a negative example) is therefore left uncropped.
+    Like torchvision's: pick a minimum IoU from ``OPTIONS`` (1.0: leave the image as it is); try up to
+    ``trials`` windows of 0.3 to 1 times the width and height, aspect ratio 0.5 to 2, at a random
+    place; take the first with the centre of some box inside it and one such box overlapping it by at
+    least that IoU, else pick again. Boxes whose centre falls outside the window are set to zero, for
+    ``SanitizeBoundingBoxes`` to drop. The trials are independent draws, so checking all of one pick's
+    trials in a few tensor operations and taking the first that passes gives the same distribution of
+    windows as torchvision's loop, which checks them one by one in Python (9 of the 29 ms a data worker
+    spent on a 500x375 JPEG, bench/checks/augmentation_cost.py). Unlike torchvision's, which refuses
+    them, an image without boxes (a negative example) is passed through uncropped.
+
+    Called as ``crop(image, target)`` with XYXY boxes, as in :func:`train_transform`; a
+    ``target["region"]`` is cropped with the image.
     """
 
-    def __init__(self, transform: Callable) -> None:
+    OPTIONS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
+
+    def __init__(self, min_scale: float = 0.3, max_scale: float = 1.0, min_aspect_ratio: float = 0.5,
+                 max_aspect_ratio: float = 2.0, trials: int = 40) -> None:
         super().__init__()
-        self.transform = transform
+        self.min_scale, self.max_scale = min_scale, max_scale
+        self.min_aspect_ratio, self.max_aspect_ratio = min_aspect_ratio, max_aspect_ratio
+        self.trials = trials
 
     def forward(self, image: Any, target: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        if target["boxes"].shape[0] == 0:
+        boxes = target["boxes"]
+        if boxes.shape[0] == 0:
             return image, target
-        return self.transform(image, target)
+        window = self.window(*F.get_size(image), boxes.as_subclass(torch.Tensor))
+        if window is None:
+            return image, target
+        top, left, height, width, inside = window
+        cropped = F.crop(boxes, top, left, height, width)
+        cropped[~inside] = 0
+        target = {**target, "boxes": cropped}
+        if "region" in target:
+            target["region"] = F.crop(target["region"], top, left, height, width)
+        return F.crop(image, top, left, height, width), target
+
+    def window(self, height: int, width: int, boxes: torch.Tensor) -> tuple[int, int, int, int, torch.Tensor] | None:
+        """(top, left, height, width, which boxes have their centre inside), or None: no crop."""
+        centre_x = (boxes[:, 0] + boxes[:, 2]) / 2
+        centre_y = (boxes[:, 1] + boxes[:, 3]) / 2
+        while True:
+            min_iou = self.OPTIONS[int(torch.randint(len(self.OPTIONS), ()))]
+            if min_iou >= 1.0:
+                return None
+            scale = self.min_scale + (self.max_scale - self.min_scale) * torch.rand(self.trials, 2)
+            new_w, new_h = (width * scale[:, 0]).floor(), (height * scale[:, 1]).floor()
+            place = torch.rand(self.trials, 2)
+            left, top = ((width - new_w) * place[:, 0]).floor(), ((height - new_h) * place[:, 1]).floor()
+            right, bottom = left + new_w, top + new_h
+            aspect = new_w / new_h
+            inside = ((left[:, None] < centre_x) & (centre_x < right[:, None])
+                      & (top[:, None] < centre_y) & (centre_y < bottom[:, None]))  # (trials, boxes)
+            overlap = box_iou(torch.stack([left, top, right, bottom], dim=1), boxes.to(left.dtype))
+            best = torch.where(inside, overlap, -1.0).amax(dim=1)
+            passed = ((self.min_aspect_ratio <= aspect) & (aspect <= self.max_aspect_ratio) & (new_w > 0) & (new_h > 0)
+                      & (best >= min_iou) & inside.any(dim=1))
+            if passed.any():
+                i = int(passed.to(torch.uint8).argmax())
+                return int(top[i]), int(left[i]), int(new_h[i]), int(new_w[i]), inside[i]
+
+
+class _TrackImageRegion(torch.nn.Module):
+    """Adds ``target["region"]``, the whole input image as a box, for the geometric steps to move."""
+
+    def forward(self, image: Any, target: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        height, width = F.get_size(image)
+        region = tv_tensors.BoundingBoxes([[0, 0, width, height]], format=tv_tensors.BoundingBoxFormat.XYXY,
+                                          canvas_size=(height, width), dtype=torch.float32)
+        return image, {**target, "region": region}
+
+
+class _ImageRegionOut(torch.nn.Module):
+    """Turns ``target["region"]`` into a plain tensor, before ``SanitizeBoundingBoxes``, which would take
+    it for the sample's boxes."""
+
+    def forward(self, image: Any, target: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        return image, {**target, "region": target["region"].as_subclass(torch.Tensor)}

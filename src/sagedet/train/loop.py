@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from ..allocator import tune_malloc
+from ..data.batch_photometric import BatchPhotometricDistortion
 from ..data.dataset import Batch, check_batch
 from ..data.loaders import WHOLE, Shard, TrainingData, build_loader
 from ..data.transforms import eval_transform, train_transform
@@ -50,6 +51,7 @@ from .optim import build_optimizer, build_scheduler
 CHECKPOINT_NAME = "sagedet-checkpoint.pt"
 CHECKPOINT_FORMAT = 1
 IDENTITY_KEYS = ("base_network", "num_classes", "image_shape")
+DISTORTION_SEED = 7919
 
 
 class StopRequest:
@@ -164,6 +166,10 @@ class Trainer:
         self.epochs_completed = 0
         self.stopping = False  # the stop request as every process agreed on it
         options = dict(workers=runtime.data_workers, pin_memory=runtime.cuda)
+        # SSD's photometric distortion, on each training batch on the device (after the workers' geometric
+        # augmentation); its own generator, seeded by rank, so that processes draw independent distortions
+        generator = torch.Generator(runtime.device).manual_seed(DISTORTION_SEED + runtime.rank.rank)
+        self.distortion = BatchPhotometricDistortion(generator=generator)
         self.train_loader = build_loader(train_data, train_transform(config.image_shape), batch, training=True,
                                          shard=runtime.train_shard, **options)
         self.validation_loader = build_loader(validation_data, eval_transform(config.image_shape), batch,
@@ -268,8 +274,10 @@ class Trainer:
         dtype = self.runtime.amp_dtype
         return torch.autocast(self.runtime.device.type, dtype=dtype, enabled=dtype is not None)
 
-    def _to_device(self, batch: Batch) -> Batch:
+    def _to_device(self, batch: Batch, distort: bool = False) -> Batch:
         batch = check_batch(batch).to(self.runtime.device, non_blocking=True)
+        if distort:
+            batch.images = self.distortion(batch.images, batch.regions)
         if self.channels_last:
             batch.images = batch.images.contiguous(memory_format=torch.channels_last)
         return batch
@@ -297,7 +305,7 @@ class Trainer:
         progress = tqdm(self._batches(epoch), desc=f"epoch {epoch}", unit="batch", leave=False,
                         total=_length(self.train_loader), disable=not self.runtime.show_progress)
         for batch in progress:
-            batch = self._to_device(batch)
+            batch = self._to_device(batch, distort=True)
             with self._autocast():
                 cls_logits, box_codes = self.network(batch.images)
             losses = self.model.loss(cls_logits, box_codes, batch.boxes, batch.labels)

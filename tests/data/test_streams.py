@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from sagedet.data.dataset import Batch
-from sagedet.data.loaders import StreamBatches, build_loader, shuffled
+from sagedet.data.loaders import StreamBatches, build_loader, shared_memory_free, shuffled, workers_that_fit
 from sagedet.data.pipe import PipeStream, open_pipe, pipe_timeout
 from sagedet.data.sample import Objects, RawSample
 from sagedet.data.transforms import eval_transform
@@ -106,3 +106,16 @@ def test_pipe_timeout_from_the_environment(monkeypatch):
     monkeypatch.setenv("SAGEDET_PIPE_TIMEOUT", "soon")
     with pytest.raises(DataError, match="SAGEDET_PIPE_TIMEOUT='soon': expected a number of seconds > 0"):
         pipe_timeout()
+
+
+def test_workers_that_fit_in_shared_memory():
+    mb = 2**20
+    # two batches in flight per worker and two held by the training process
+    assert workers_that_fit(4, 10 * mb, 64 * mb) == 2
+    assert workers_that_fit(4, 10 * mb, 100 * mb) == 4
+    assert workers_that_fit(4, 10 * mb, 100 * mb, processes=2) == 1  # the host's processes share it
+    assert workers_that_fit(2, 33 * mb, 64 * mb) == 0 and workers_that_fit(2, 100 * mb, 64 * mb) == 0
+    assert workers_that_fit(3, 10 * mb, None) == 3  # no /dev/shm: nothing to fit
+    assert workers_that_fit(0, 10 * mb, 64 * mb) == 0
+    free = shared_memory_free()
+    assert free is None or free > 0

@@ -180,3 +180,42 @@ def test_a_terminal_shows_a_progress_bar(tmp_path):
 def test_no_progress_bar_when_not_on_a_terminal(trained):
     _, result = trained
     assert "%|" not in result.stdout + result.stderr
+
+
+def _can_mount_a_small_shm() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=64m tmpfs /dev/shm"],
+                           capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _can_mount_a_small_shm(), reason="needs unshare and mount (root) for a 64 MB /dev/shm")
+def test_a_job_fits_its_data_workers_to_dockers_default_shared_memory(tmp_path):
+    """Docker's default /dev/shm (64 MB) holds no two batches
+    of 32 images at 300 px: the workers failed to allocate and the job stalled until killed. It now
+    loads its data with as many workers as fit, none here, and says so."""
+    paths = make_job(tmp_path / "opt_ml", train=64, validation=32)
+    set_hyperparameters(paths, image_shape="300", mini_batch_size="32", num_training_samples="64")
+    script = f"mount -t tmpfs -o size=64m tmpfs /dev/shm && exec {sys.executable} {TRAIN_ENTRYPOINT}"
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], env=train_env(paths, SAGEDET_DATA_WORKERS="2"),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert ("data loading: 0 DataLoader worker(s) per training process instead of 2: /dev/shm has 64 MB free, "
+            "and each worker keeps 2 batches of 33 MB there (32 images of 300x300)") in result.stdout
+    assert (paths.model_dir / "model.safetensors").is_file()
+
+
+def test_default_data_workers_leave_a_core_per_process_on_cuda_and_take_at_most_4_on_the_cpu(monkeypatch):
+    from sagedet.train import job
+
+    monkeypatch.setattr(job.os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert job.default_data_workers(torch.device("cuda", 0), 1) == 15
+    assert job.default_data_workers(torch.device("cuda", 0), 8) == 1
+    assert job.default_data_workers(torch.device("cuda", 0), 4) == 3
+    assert job.default_data_workers(torch.device("cpu"), 1) == 4
+    assert job.default_data_workers(torch.device("cpu"), 8) == 2
+    monkeypatch.setattr(job.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert job.default_data_workers(torch.device("cuda", 0), 1) == 1
+    assert job.default_data_workers(torch.device("cpu"), 1) == 2
+    assert job.default_data_workers(torch.device("cuda", 0), 4) == 1

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import itertools
 import random
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from collections.abc import Callable, Iterator
 from typing import Protocol, Union
 
@@ -114,6 +116,30 @@ class StreamBatches(Sampler):
                 batch, full = [], full + 1
         if batch and not (self.training and full):
             yield batch
+
+
+SHARED_MEMORY = Path("/dev/shm")
+PREFETCH_FACTOR = 2
+"""DataLoader's default: the batches each worker keeps ready."""
+
+
+def shared_memory_free(folder: Path = SHARED_MEMORY) -> int | None:
+    """Free bytes in Linux's shared memory (None where there is no such folder)."""
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def workers_that_fit(workers: int, batch_bytes: int, free: int | None, processes: int = 1) -> int:
+    """How many of ``workers`` DataLoader workers per training process ``free`` bytes of shared memory
+    can take. Each batch crosses from its worker to the training process through /dev/shm:
+    PREFETCH_FACTOR batches in flight per worker and two held by the training process, for each of
+    ``processes`` training processes on the host. Past its size the workers fail to allocate and the
+    job stalls; Docker gives a container 64 MB unless told otherwise (``docker run --shm-size``)."""
+    if free is None:
+        return workers
+    return max(0, min(workers, (free // processes // batch_bytes - 2) // PREFETCH_FACTOR))
 
 
 def build_loader(data: TrainingData, transform: Callable, batch_size: int, *, training: bool, workers: int,

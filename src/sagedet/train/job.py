@@ -53,10 +53,19 @@ def _runtime() -> Runtime:
         torch.cuda.set_device(device)  # pinned memory and lazily made CUDA tensors go to the current device
     workers_text = os.environ.get(DATA_WORKERS_ENV)
     try:
-        workers = int(workers_text) if workers_text else min(4, os.cpu_count() or 1)
+        workers = int(workers_text) if workers_text else default_data_workers(device, 1)
     except ValueError:
         raise ConfigError(f"environment variable {DATA_WORKERS_ENV}={workers_text!r}: expected an integer >= 0") from None
     return Runtime(device=device, data_workers=max(0, workers), show_progress=sys.stderr.isatty())
+
+
+def default_data_workers(device: torch.device, processes: int) -> int:
+    """DataLoader workers per training process when SAGEDET_DATA_WORKERS is not set, ``processes`` training
+    processes sharing this host's cores: on CUDA all of their share but one, for the process itself (a GPU
+    step at hundreds of images/s needs every core decoding and augmenting); on the CPU at most 4, as the
+    workers take cores from the training step itself."""
+    share = max(1, len(os.sched_getaffinity(0)) // processes)
+    return max(1, share - 1) if device.type == "cuda" else min(4, share)
 
 
 def _device(text: str | None) -> torch.device:
@@ -156,8 +165,8 @@ def _distributed_runtime(runtime: Runtime, config: TrainingConfig, channels: Dat
     if device.type == "cuda":
         device = torch.device("cuda", rank.local_rank)
         torch.cuda.set_device(device)
-    workers = runtime.data_workers if os.environ.get(DATA_WORKERS_ENV) else max(
-        1, min(4, (os.cpu_count() or 1) // rank.local_world_size))
+    workers = runtime.data_workers if os.environ.get(DATA_WORKERS_ENV) else default_data_workers(
+        device, rank.local_world_size)
     return replace(runtime, device=device, data_workers=workers, rank=rank, batch_size=per_process,
                    train_shard=_shard(channels.train, rank), validation_shard=_shard(channels.validation, rank),
                    show_progress=runtime.show_progress and rank.is_main)

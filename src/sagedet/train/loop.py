@@ -30,7 +30,8 @@ from tqdm import tqdm
 from ..allocator import tune_malloc
 from ..data.batch_photometric import BatchPhotometricDistortion
 from ..data.dataset import Batch, check_batch
-from ..data.loaders import WHOLE, Shard, TrainingData, build_loader
+from ..data.loaders import (PREFETCH_FACTOR, WHOLE, Shard, TrainingData, build_loader, shared_memory_free,
+                            workers_that_fit)
 from ..data.transforms import eval_transform, train_transform
 from ..errors import DataError, ModelError, SagedetError
 from ..evaluate.coco import coco_metrics
@@ -165,7 +166,7 @@ class Trainer:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.epochs_completed = 0
         self.stopping = False  # the stop request as every process agreed on it
-        options = dict(workers=runtime.data_workers, pin_memory=runtime.cuda)
+        options = dict(workers=self._data_workers(batch), pin_memory=runtime.cuda)
         # SSD's photometric distortion, on each training batch on the device (after the workers' geometric
         # augmentation); its own generator, seeded by rank, so that processes draw independent distortions
         generator = torch.Generator(runtime.device).manual_seed(DISTORTION_SEED + runtime.rank.rank)
@@ -174,6 +175,20 @@ class Trainer:
                                          shard=runtime.train_shard, **options)
         self.validation_loader = build_loader(validation_data, eval_transform(config.image_shape), batch,
                                               training=False, shard=runtime.validation_shard, **options)
+
+    def _data_workers(self, batch: int) -> int:
+        """The runtime's DataLoader workers, fewer if their batches would not fit in /dev/shm."""
+        wanted = self.runtime.data_workers
+        batch_bytes = batch * 3 * self.config.image_shape ** 2 * 4  # float32 images, the bulk of a batch
+        free = shared_memory_free()
+        workers = workers_that_fit(wanted, batch_bytes, free, self.runtime.rank.local_world_size)
+        if workers < wanted and self.is_main:
+            self.log(f"data loading: {workers} DataLoader worker(s) per training process instead of {wanted}: "
+                     f"/dev/shm has {free / 2**20:.0f} MB free, and each worker keeps {PREFETCH_FACTOR} batches of "
+                     f"{batch_bytes / 2**20:.0f} MB there ({batch} images of {self.config.image_shape}x"
+                     f"{self.config.image_shape}); give the container more shared memory to load data in parallel "
+                     f"(docker run --shm-size=2g)")
+        return workers
 
     def _keep_faster_winograd_layers(self, image_shape: int, batch: int) -> None:
         """Time each Winograd layer against torch's convolution on this machine (process 0; the others

@@ -72,6 +72,7 @@ from sagedet.model import winograd_tuning
 from sagedet.model.ssd import SSDDetector, _default_box_generator, build_ssd, minimum_image_shape
 from sagedet.model.winograd import use_winograd
 from sagedet.sagemaker.hyperparameters import BASE_NETWORKS
+from sagedet.train.job import default_data_workers
 from sagedet.train.loop import Runtime
 from machine import add_malloc_option, cpu_name, set_malloc
 
@@ -344,8 +345,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-classes", type=int, default=20, help="object classes (default: 20, as PASCAL VOC)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                        help="DataLoader workers for the data-loading figure (default: as the job, min(4, cores))")
+    parser.add_argument("--workers", type=int,
+                        help="DataLoader workers for the data-loading figure (default: as the job, "
+                             "sagedet.train.job.default_data_workers: on CUDA the cores less one, else min(4, cores))")
     add_malloc_option(parser)
     args = parser.parse_args(argv)
     cuda = torch.device(args.device).type == "cuda"
@@ -355,6 +357,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name, (cpu_value, cuda_value) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, cuda_value if cuda else cpu_value)
+    if args.workers is None:
+        args.workers = default_data_workers(torch.device(args.device), 1)
     if args.batch_size < 2:
         parser.error("--batch-size must be >= 2 (batch normalization in resnet-50 and mobilenet-v3)")
     for network in args.networks:

@@ -7,8 +7,8 @@ with even odds; factors drawn uniformly from the same ranges, the same formulas 
 grayscale weights, blends clamped to [0, 1], hue shifted in HSV space).
 
 Why not torchvision's transform in the DataLoader workers: it runs per image, on the CPU, at the
-image's full resolution, and its hue change converts to HSV and back in many passes; it was 13 of the
-29 ms a worker spent on a 500x375 JPEG (bench/checks/augmentation_cost.py), which on a GPU machine
+image's full resolution, and its hue change converts to HSV and back in many passes; it was 18.6 of the
+35.4 ms a worker spent on a 500x375 JPEG (bench/checks/augmentation_cost.py --stages), which on a GPU machine
 caps training at a few hundred images/s however fast the GPU is. Here it runs after the resize, on the
 S x S batch, in a few vectorized passes with per-image factors (torchvision's functional ops take one
 factor per call), on the GPU when training there. Each image's ``region`` (where its own pixels lie
@@ -163,7 +163,7 @@ def _gray(images: torch.Tensor) -> torch.Tensor:
     return (GRAY_WEIGHTS[0] * red + GRAY_WEIGHTS[1] * green + GRAY_WEIGHTS[2] * blue).unsqueeze(1)
 
 
-def _rotate_hue(images: torch.Tensor, shift: torch.Tensor, inside: torch.Tensor | None = None) -> torch.Tensor:
+def _rotate_hue(images: torch.Tensor, shift: torch.Tensor, inside: torch.Tensor | None) -> torch.Tensor:
     """Rotate each image's hue by ``shift`` (fractions of the circle); value and saturation kept.
 
     HSV to RGB as channel = V - C * clamp(min(k, 4 - k), 0, 1) with k = (n + 6 H) mod 6, n = 5, 3, 1

@@ -70,8 +70,8 @@ class RandomIoUCrop(torch.nn.Module):
     least that IoU, else pick again. Boxes whose centre falls outside the window are set to zero, for
     ``SanitizeBoundingBoxes`` to drop. The trials are independent draws, so checking all of one pick's
     trials in a few tensor operations and taking the first that passes gives the same distribution of
-    windows as torchvision's loop, which checks them one by one in Python (9 of the 29 ms a data worker
-    spent on a 500x375 JPEG, bench/checks/augmentation_cost.py). Unlike torchvision's, which refuses
+    windows as torchvision's loop, which checks them one by one in Python (10.6 of the 35.4 ms a data
+    worker spent on a 500x375 JPEG, bench/checks/augmentation_cost.py --stages). Unlike torchvision's, which refuses
     them, an image without boxes (a negative example) is passed through uncropped.
 
     Called as ``crop(image, target)`` with XYXY boxes, as in :func:`train_transform`; a

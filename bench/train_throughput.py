@@ -67,7 +67,7 @@ from sagedet.data.batch_photometric import BatchPhotometricDistortion
 from sagedet.data.dataset import Batch, DetectionDataset, check_batch, collate
 from sagedet.data.imagejson import ImageJsonSource
 from sagedet.data.synthetic import write_synthetic_dataset
-from sagedet.data.transforms import train_transform
+from sagedet.data.transforms import scale_pixels, train_transform
 from sagedet.model import winograd_tuning
 from sagedet.model.ssd import SSDDetector, _default_box_generator, build_ssd, minimum_image_shape
 from sagedet.model.winograd import use_winograd
@@ -287,7 +287,7 @@ def loader_inputs(dataset: DetectionDataset, batch_size: int, workers: int, devi
 
     def distorted(batch: Batch) -> Batch:
         batch = check_batch(batch).to(device, non_blocking=True)
-        batch.images = distortion(batch.images, batch.regions)
+        batch.images = distortion(scale_pixels(batch.images), batch.regions)
         return to_device(batch, device)
 
     return (distorted(batch) for batch in loader)

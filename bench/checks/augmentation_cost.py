@@ -8,7 +8,8 @@ A data worker's work per image (read, JPEG decode, augmentation, resize to S x S
   ``SanitizeBoundingBoxes``, ``ToDtype`` — sagedet's ``train_transform`` before the eleventh session;
 - sagedet, workers: ``train_transform`` now (zoom out, sagedet's ``RandomIoUCrop``, flip, resize, ...),
   what a GPU machine's CPU cores still do per image;
-- sagedet, on the CPU: the same plus ``BatchPhotometricDistortion`` on each batch of ``--batch`` on
+- sagedet, on the CPU: the same plus ``scale_pixels`` (uint8 to float, which the workers left to the
+  device since the twelfth session) and ``BatchPhotometricDistortion`` on each batch of ``--batch`` on
   the CPU (what CPU training adds in its main process), per image.
 
 With ``--stages``, also each transform's share of the two worker pipelines' time (one more pass).
@@ -31,7 +32,7 @@ from sagedet.data.batch_photometric import BatchPhotometricDistortion
 from sagedet.data.dataset import DetectionDataset
 from sagedet.data.imagejson import ImageJsonSource
 from sagedet.data.synthetic import SYNTHETIC_CLASSES, write_synthetic_dataset
-from sagedet.data.transforms import MEAN_PIXEL, train_transform
+from sagedet.data.transforms import MEAN_PIXEL, scale_pixels, train_transform
 
 
 def torchvision_transform(image_shape: int) -> v2.Compose:
@@ -73,7 +74,7 @@ def main() -> None:
 
         def run_on_cpu(indices):
             samples = [ours[i] for i in indices]
-            distortion(torch.stack([s.image for s in samples]), torch.stack([s.region for s in samples]))
+            distortion(scale_pixels(torch.stack([s.image for s in samples])), torch.stack([s.region for s in samples]))
 
         runs = {"torchvision": run_theirs, "sagedet, workers": run_workers, "sagedet, on the CPU": run_on_cpu}
         batches = [list(range(start, min(start + args.batch, args.images)))

@@ -6,8 +6,9 @@ import torch
 from torchvision import tv_tensors
 from torchvision.ops import box_iou
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
 
-from sagedet.data.transforms import MEAN_PIXEL, RandomIoUCrop, eval_transform, train_transform
+from sagedet.data.transforms import MEAN_PIXEL, RandomIoUCrop, eval_transform, scale_pixels, train_transform
 
 SIZE = 48
 
@@ -44,8 +45,7 @@ def test_train_transform_keeps_boxes_valid(boxes):
     for _ in range(100):
         image, target = transform(*inputs(boxes))
         out = target["boxes"]
-        assert image.shape == (3, SIZE, SIZE) and image.dtype == torch.float32
-        assert 0 <= image.min() and image.max() <= 1
+        assert image.shape == (3, SIZE, SIZE) and image.dtype == torch.uint8
         assert out.shape == (len(target["labels"]), 4) and len(target["labels"]) <= len(boxes)
         assert set(target["labels"].tolist()) <= set(range(len(boxes)))
         assert (out >= 0).all() and (out <= SIZE).all()
@@ -64,10 +64,19 @@ def test_train_transform_augments():
 def test_eval_transform_only_resizes():
     image, target = inputs([[9, 6, 45, 60]])
     out_image, out_target = eval_transform(SIZE)(image, target)
-    assert out_image.shape == (3, SIZE, SIZE) and out_image.dtype == torch.float32
-    assert 0 <= out_image.min() and out_image.max() <= 1
+    assert out_image.shape == (3, SIZE, SIZE) and out_image.dtype == torch.uint8
+    torch.testing.assert_close(out_image.as_subclass(torch.Tensor), F.resize(image, [SIZE, SIZE], antialias=True)
+                               .as_subclass(torch.Tensor), atol=0, rtol=0)  # as the server's pre-processing
     torch.testing.assert_close(out_target["boxes"].as_subclass(torch.Tensor), torch.tensor([[4.8, 4.8, 24.0, 48.0]]))
     assert out_target["labels"].tolist() == [0]
+
+
+def test_scale_pixels_makes_uint8_images_the_models_float_input():
+    images = torch.tensor([0, 1, 128, 254, 255], dtype=torch.uint8).reshape(1, 1, 1, 5).expand(2, 3, 4, 5)
+    scaled = scale_pixels(images)
+    assert scaled.dtype == torch.float32 and scaled.shape == images.shape
+    torch.testing.assert_close(scaled, images.float() / 255)
+    assert scaled.min() == 0 and scaled.max() == 1
 
 
 def test_transforms_pickle_for_spawned_workers():
@@ -133,7 +142,7 @@ def test_train_transform_says_where_the_image_lies_on_the_zoom_out_canvas():
     torch.manual_seed(0)
     transform = train_transform(SIZE)
     white = tv_tensors.Image(torch.full((3, 60, 90), 255, dtype=torch.uint8))
-    canvas = torch.tensor(MEAN_PIXEL, dtype=torch.float32)[:, None] / 255
+    canvas = torch.tensor(MEAN_PIXEL, dtype=torch.uint8)[:, None]
     smaller = 0
     for _ in range(60):
         image, target = transform(white, inputs([[10, 5, 40, 50]])[1])
@@ -143,8 +152,9 @@ def test_train_transform_says_where_the_image_lies_on_the_zoom_out_canvas():
         inside[math.ceil(y0) + 1:math.floor(y1) - 1, math.ceil(x0) + 1:math.floor(x1) - 1] = True
         outside = torch.ones(SIZE, SIZE, dtype=torch.bool)
         outside[max(0, math.floor(y0) - 1):math.ceil(y1) + 1, max(0, math.floor(x0) - 1):math.ceil(x1) + 1] = False
-        assert (image[:, inside] == 1).all()
-        torch.testing.assert_close(image[:, outside], canvas.expand(3, int(outside.sum())), atol=1 / 255, rtol=0)
+        assert (image[:, inside] == 255).all()
+        torch.testing.assert_close(image[:, outside].as_subclass(torch.Tensor), canvas.expand(3, int(outside.sum())),
+                                   atol=1, rtol=0)
         smaller += (x1 - x0) * (y1 - y0) < SIZE * SIZE - 1
     assert smaller > 10  # zoomed out or cropped to less than the frame
 

@@ -22,7 +22,7 @@ from pipe_feeder import PipeFeeder
 from sagedet.artifacts import load_model
 from sagedet.data.imagejson import ImageJsonSource
 from sagedet.data.loaders import build_loader
-from sagedet.data.transforms import eval_transform
+from sagedet.data.transforms import eval_transform, scale_pixels
 from sagedet.evaluate.detections import ImageDetections
 from sagedet.evaluate.voc_map import voc_map
 from sagedet.model.ssd import build_ssd
@@ -77,7 +77,7 @@ def evaluate_saved_model(paths: SageMakerPaths) -> float:
     with torch.no_grad():
         for batch in build_loader(source, eval_transform(metadata["image_shape"]), 6, training=False, workers=0,
                                   pin_memory=False):
-            detections = model.postprocess(*model(batch.images), metadata["nms_threshold"])
+            detections = model.postprocess(*model(scale_pixels(batch.images)), metadata["nms_threshold"])
             for det, boxes, labels in zip(detections, batch.boxes.numpy(), batch.labels.numpy()):
                 valid = labels >= 0
                 results.append(ImageDetections(det.boxes.numpy(), det.scores.numpy(), det.labels.numpy(),

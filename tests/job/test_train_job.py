@@ -192,17 +192,17 @@ def _can_mount_a_small_shm() -> bool:
 
 @pytest.mark.skipif(not _can_mount_a_small_shm(), reason="needs unshare and mount (root) for a 64 MB /dev/shm")
 def test_a_job_fits_its_data_workers_to_dockers_default_shared_memory(tmp_path):
-    """Docker's default /dev/shm (64 MB) holds no two batches
-    of 32 images at 300 px: the workers failed to allocate and the job stalled until killed. It now
-    loads its data with as many workers as fit, none here, and says so."""
+    """Docker's default /dev/shm (64 MB): with float32 batches of 32 images at 300 px (33 MB) two workers
+    failed to allocate and the job stalled until killed. Batches now cross as uint8 (8 MB), and the job
+    loads its data with as many workers as fit, 2 of the 4 asked for here, and says so."""
     paths = make_job(tmp_path / "opt_ml", train=64, validation=32)
     set_hyperparameters(paths, image_shape="300", mini_batch_size="32", num_training_samples="64")
     script = f"mount -t tmpfs -o size=64m tmpfs /dev/shm && exec {sys.executable} {TRAIN_ENTRYPOINT}"
-    result = subprocess.run(["unshare", "-m", "sh", "-c", script], env=train_env(paths, SAGEDET_DATA_WORKERS="2"),
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], env=train_env(paths, SAGEDET_DATA_WORKERS="4"),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert ("data loading: 0 DataLoader worker(s) per training process instead of 2: /dev/shm has 64 MB free, "
-            "and each worker keeps 2 batches of 33 MB there (32 images of 300x300)") in result.stdout
+    assert ("data loading: 2 DataLoader worker(s) per training process instead of 4: /dev/shm has 64 MB free, "
+            "and each worker keeps 2 batches of 8 MB there (32 images of 300x300)") in result.stdout
     assert (paths.model_dir / "model.safetensors").is_file()
 
 

@@ -125,3 +125,9 @@ def test_decode_boxes_is_torchvisions_box_coder_broadcast_over_the_batch():
     codes[0, 0, 2:] = 50.0  # beyond the log-size clamp
     expected = BoxCoder(BOX_CODER_WEIGHTS).decode_single(codes.reshape(-1, 4), anchors.repeat(2, 1)).view(2, -1, 4)
     torch.testing.assert_close(decode_boxes(codes, anchors), expected)
+
+
+def test_uint8_images_are_refused_not_normalized_as_0_to_255():
+    model = build_ssd("mobilenet-v3", 2, 128).eval()
+    with pytest.raises(TypeError, match=r"float images in \[0, 1\], not torch.uint8: scale them first"):
+        model(torch.zeros(1, 3, 128, 128, dtype=torch.uint8))

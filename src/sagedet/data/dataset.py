@@ -39,7 +39,8 @@ def not_rgb_reason(mode: str) -> str:
 class Sample:
     """One decoded, transformed sample.
 
-    image: float32 (3, S, S) in [0, 1]; boxes: float32 (N, 4) xmin, ymin, xmax, ymax normalized to
+    image: uint8 (3, S, S) (``sagedet.data.transforms.scale_pixels`` makes it the model's input on the
+    device); boxes: float32 (N, 4) xmin, ymin, xmax, ymax normalized to
     [0, 1] in the transformed frame; labels: int64 (N,); region: float32 (4,), the same for where the
     input image's pixels lie, the rest being the zoom-out canvas (the whole frame where the transform
     does not say).
@@ -62,7 +63,7 @@ class SampleError:
 
 @dataclass
 class Batch:
-    """B samples: images (B, 3, S, S); boxes (B, M, 4) padded with 0; labels (B, M) padded with -1;
+    """B samples: images uint8 (B, 3, S, S); boxes (B, M, 4) padded with 0; labels (B, M) padded with -1;
     regions (B, 4), each sample's ``region`` (None: whole frames).
 
     M is the largest object count in the batch, at least 1; a label of -1 marks padding.

@@ -2,8 +2,10 @@
 
 A pipeline is called as ``transform(image, target)`` with a ``tv_tensors.Image`` (uint8, 3×H×W)
 and ``target = {"boxes": tv_tensors.BoundingBoxes (XYXY, absolute pixels), "labels": int64}``; it
-returns the same pair with the image float32 in [0, 1] and resized to S×S (the ``image_shape``
-hyperparameter: SageMaker's built-in resizes every input to a square, ignoring aspect ratio).
+returns the same pair with the image resized to S×S (the ``image_shape`` hyperparameter: SageMaker's
+built-in resizes every input to a square, ignoring aspect ratio), still uint8: batches cross from the
+workers through shared memory, into pinned memory and to the device at a quarter of float32's bytes,
+and :func:`scale_pixels` makes them the model's float input on the device.
 Boxes stay in absolute pixels of the output frame. Pipelines are picklable (no lambdas), so
 DataLoader workers can be spawned.
 """
@@ -41,19 +43,19 @@ def train_transform(image_shape: int) -> Callable:
             v2.Resize((image_shape, image_shape), antialias=True),
             _ImageRegionOut(),
             v2.SanitizeBoundingBoxes(labels_getter=_labels),
-            v2.ToDtype(torch.float32, scale=True),
         ]
     )
 
 
 def eval_transform(image_shape: int) -> Callable:
-    """Resize to S×S and scale to [0, 1]; boxes follow the resize, none is dropped."""
-    return v2.Compose(
-        [
-            v2.Resize((image_shape, image_shape), antialias=True),
-            v2.ToDtype(torch.float32, scale=True),
-        ]
-    )
+    """Resize to S×S (uint8, as the server does); boxes follow the resize, none is dropped."""
+    return v2.Resize((image_shape, image_shape), antialias=True)
+
+
+def scale_pixels(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (any shape) → float32 in [0, 1], the model's input: the last step of every pipeline,
+    on the model's device (training and validation batches, the server's requests)."""
+    return F.to_dtype(images, torch.float32, scale=True)
 
 
 def _labels(inputs: tuple[Any, dict[str, Any]]) -> torch.Tensor:

@@ -101,6 +101,9 @@ class SSDDetector(nn.Module):
     # --- forward -----------------------------------------------------------------------------
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """images (B, 3, S, S) in [0, 1] → class logits (B, A, num_classes + 1), box codes (B, A, 4)."""
+        if not images.is_floating_point():  # uint8 pixels would pass the normalization as 0-255: wrong, silently
+            raise TypeError(f"the model takes float images in [0, 1], not {images.dtype}: scale them first "
+                            "(sagedet.data.transforms.scale_pixels)")
         x = (images - self.image_mean) / self.image_std
         out = self.head(self.features(x))
         return out["cls_logits"], out["bbox_regression"]

@@ -27,6 +27,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
 from sagedet.allocator import tune_malloc
+from sagedet.data.transforms import scale_pixels
 from sagedet.devices import present_device
 from sagedet.model.saved import load_detector
 from sagedet.model.ssd import Detections, SSDDetector, select_detections
@@ -127,7 +128,7 @@ class Predictor:
         """RGB image → float32 (1, 3, S, S) in [0, 1] on the model's device."""
         pixels = F.pil_to_tensor(image).to(self.device, non_blocking=True)
         resized = F.resize(pixels, [self.image_shape, self.image_shape], antialias=True)
-        return (resized.float() / 255.0).unsqueeze(0)
+        return scale_pixels(resized).unsqueeze(0)
 
     @torch.inference_mode()
     def detect_many(self, images: list[torch.Tensor], options: list[Options]) -> list[Detections]:

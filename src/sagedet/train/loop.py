@@ -32,7 +32,7 @@ from ..data.batch_photometric import BatchPhotometricDistortion
 from ..data.dataset import Batch, check_batch
 from ..data.loaders import (PREFETCH_FACTOR, WHOLE, Shard, TrainingData, build_loader, shared_memory_free,
                             workers_that_fit)
-from ..data.transforms import eval_transform, train_transform
+from ..data.transforms import eval_transform, scale_pixels, train_transform
 from ..errors import DataError, ModelError, SagedetError
 from ..evaluate.coco import coco_metrics
 from ..evaluate.detections import ImageDetections
@@ -179,7 +179,7 @@ class Trainer:
     def _data_workers(self, batch: int) -> int:
         """The runtime's DataLoader workers, fewer if their batches would not fit in /dev/shm."""
         wanted = self.runtime.data_workers
-        batch_bytes = batch * 3 * self.config.image_shape ** 2 * 4  # float32 images, the bulk of a batch
+        batch_bytes = batch * 3 * self.config.image_shape ** 2  # uint8 images, the bulk of a batch
         free = shared_memory_free()
         workers = workers_that_fit(wanted, batch_bytes, free, self.runtime.rank.local_world_size)
         if workers < wanted and self.is_main:
@@ -291,6 +291,7 @@ class Trainer:
 
     def _to_device(self, batch: Batch, distort: bool = False) -> Batch:
         batch = check_batch(batch).to(self.runtime.device, non_blocking=True)
+        batch.images = scale_pixels(batch.images)
         if distort:
             batch.images = self.distortion(batch.images, batch.regions)
         if self.channels_last:

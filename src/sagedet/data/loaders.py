@@ -120,7 +120,7 @@ class StreamBatches(Sampler):
 
 SHARED_MEMORY = Path("/dev/shm")
 PREFETCH_FACTOR = 2
-"""DataLoader's default: the batches each worker keeps ready."""
+"""The batches each of :func:`build_loader`'s workers keeps ready (DataLoader's default)."""
 
 
 def shared_memory_free(folder: Path = SHARED_MEMORY) -> int | None:
@@ -147,7 +147,8 @@ def build_loader(data: TrainingData, transform: Callable, batch_size: int, *, tr
     """A DataLoader of :class:`~sagedet.data.dataset.Batch` (or SampleError, see ``check_batch``).
 
     A training loader over a sharded source has a ``sampler`` with ``set_epoch``: call it each epoch."""
-    options = dict(num_workers=workers, collate_fn=collate, pin_memory=pin_memory, persistent_workers=workers > 0)
+    options = dict(num_workers=workers, collate_fn=collate, pin_memory=pin_memory, persistent_workers=workers > 0,
+                   prefetch_factor=PREFETCH_FACTOR if workers > 0 else None)  # what workers_that_fit counts on
     if is_stream(data):
         stream = ShardedStream(data, shard) if shard.count > 1 else data
         return DataLoader(DetectionDataset(None, transform),

@@ -48,7 +48,7 @@ IMAGE_CHANNELS = ("train", "validation", "train_annotation", "validation_annotat
 # A small job for the generated data set of `sagedet sample-data` (3 classes).
 DEMO_HYPERPARAMETERS = {
     "num_classes": 3, "num_training_samples": 240, "base_network": "mobilenet-v3", "use_pretrained_model": 0,
-    "image_shape": 128, "epochs": 20, "mini_batch_size": 16, "optimizer": "adam", "learning_rate": 0.003,
+    "image_shape": 128, "epochs": 20, "mini_batch_size": 16, "optimizer": "adam", "learning_rate": 0.001,
 }
 
 

@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--image-shape", type=int, default=128)
     sample.add_argument("--epochs", type=int, default=20)
     sample.add_argument("--mini-batch-size", type=int, default=16)
-    sample.add_argument("--learning-rate", type=float, default=0.003)
+    sample.add_argument("--learning-rate", type=float, default=0.001)
     sample.add_argument("--lr-scheduler-step", default="", help="e.g. '16,21'")
     sample.set_defaults(run=_sample_data)
     predict = commands.add_parser("predict", help="detect objects in local image files with a trained model, as the "

@@ -1,8 +1,15 @@
 """The acceptance test of training: the real entrypoint learns the generated data set on a CPU.
 
 Held-out generated images (the validation channel, another seed) reach VOC mAP@0.5 >= 0.8 with the
-light network trained from scratch with the built-in's full augmentation. mAP is read back from the
-metric lines the job prints and cross-checked against metrics.json and the saved model.
+light network trained from scratch with the built-in's full augmentation, and are still there at the
+last epoch. mAP is read back from the metric lines the job prints and cross-checked against
+metrics.json and the saved model.
+
+Training is seeded and repeats exactly on one machine, so this is one trajectory out of many: the recipe
+must clear 0.8 with a margin under other training seeds too (``bench/checks/acceptance_seeds.py``). At
+the built-in's default learning rate of 0.001 it does, steadily (docs/benchmarks.md); at 0.003, the rate
+this test used until the thirteenth session, runs collapsed mid-training and the best of 80 epochs
+ranged 0.77-0.995 from seed to seed.
 """
 
 from __future__ import annotations
@@ -18,11 +25,11 @@ from sagedet.sagemaker.metrics_log import METRIC_DEFINITIONS
 
 pytestmark = pytest.mark.slow
 
-EPOCHS = 80
-RECIPE = {  # about 11 minutes on the 2-core Xeon, 60 epochs about 13 on the AMD EPYC
+EPOCHS = 40
+RECIPE = {  # 10.3-10.8 minutes on the 2-core Xeon on a slow day (2026-11-23), half the 80 epochs it took before
     "base_network": "mobilenet-v3", "image_shape": "128", "use_pretrained_model": "0",
     "num_training_samples": "240", "epochs": str(EPOCHS), "mini_batch_size": "16", "optimizer": "adam",
-    "learning_rate": "0.003", "lr_scheduler_step": "60, 72", "lr_scheduler_factor": "0.1",
+    "learning_rate": "0.001", "lr_scheduler_step": "30, 36", "lr_scheduler_factor": "0.1",
 }
 
 
@@ -35,6 +42,7 @@ def test_trained_model_reaches_map_080_on_held_out_images(tmp_path):
     maps = [float(v) for v in re.findall(METRIC_DEFINITIONS[2]["Regex"], result.stdout)]
     assert len(maps) == EPOCHS
     assert max(maps) >= 0.8, f"validation mAP per epoch: {maps}"
+    assert maps[-1] >= 0.8, f"the model fell back after its best epoch; validation mAP per epoch: {maps}"
     _, metadata = load_model(paths.model_dir)
     assert metadata["validation_mAP"] == pytest.approx(max(maps), rel=1e-5)
     records = json.loads((paths.output_data_dir / "metrics.json").read_text())

@@ -6,8 +6,8 @@ A data worker's work per image (read, JPEG decode, augmentation, resize to S x S
 
 - torchvision: ``RandomPhotometricDistort``, ``RandomZoomOut``, ``RandomIoUCrop``, flip, resize,
   ``SanitizeBoundingBoxes``, ``ToDtype`` — sagedet's ``train_transform`` before the eleventh session;
-- sagedet, workers: ``train_transform`` now (zoom out, sagedet's ``RandomIoUCrop``, flip, resize, ...),
-  what a GPU machine's CPU cores still do per image;
+- sagedet, workers: ``train_transform`` now (zoom out, IoU crop and resize in one step since the
+  thirteenth session, flip, ...), what a GPU machine's CPU cores still do per image;
 - sagedet, on the CPU: the same plus ``scale_pixels`` (uint8 to float, which the workers left to the
   device since the twelfth session) and ``BatchPhotometricDistortion`` on each batch of ``--batch`` on
   the CPU (what CPU training adds in its main process), per image.

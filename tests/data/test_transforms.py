@@ -8,7 +8,8 @@ from torchvision.ops import box_iou
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from sagedet.data.transforms import MEAN_PIXEL, RandomIoUCrop, eval_transform, scale_pixels, train_transform
+from sagedet.data.transforms import (MEAN_PIXEL, RandomIoUCrop, RandomZoomOutCropResize, eval_transform, scale_pixels,
+                                     train_transform)
 
 SIZE = 48
 
@@ -134,6 +135,51 @@ def test_iou_crop_passes_an_image_without_boxes_through():
     image, target = inputs([])
     out_image, out_target = RandomIoUCrop()(image, target)
     assert out_image is image and out_target is target
+
+
+def three_steps(image_shape: int) -> v2.Compose:
+    """What RandomZoomOutCropResize folds into one: torchvision's zoom out, our IoU crop, the resize."""
+    return v2.Compose([v2.RandomZoomOut(fill=MEAN_PIXEL, side_range=(1.0, 4.0), p=0.5), RandomIoUCrop(),
+                       v2.Resize((image_shape, image_shape), antialias=True)])
+
+
+def test_zoom_out_crop_resize_in_one_step_matches_the_three_steps():
+    """Same seed, same draws: the same windows, boxes and region within half an output pixel (the
+    image's place is rounded to whole pixels), pixels away from the image's edge within half the step
+    from one pixel to the next (a smooth image) and rounding, and the zoom-out colour around it."""
+    height, width, size = 75, 100, 60
+    rows, columns = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    image = tv_tensors.Image(torch.stack([columns * 128 // width, rows * 128 // height,
+                                          (rows + columns) * 128 // (height + width)]).to(torch.uint8))
+    boxes = [[10, 8, 40, 60], [60, 20, 96, 74], [2, 2, 8, 7]]
+    one_step, reference = RandomZoomOutCropResize(size), three_steps(size)
+    zoomed_out = cropped = 0
+    for seed in range(150):
+        target = inputs(boxes, height, width)[1]
+        target["region"] = inputs([[0, 0, width, height]], height, width)[1]["boxes"]
+        torch.manual_seed(seed)
+        theirs_image, theirs = reference(image, target)
+        torch.manual_seed(seed)
+        ours_image, ours = one_step(image, target)
+        assert ours_image.shape == theirs_image.shape == (3, size, size) and ours_image.dtype == torch.uint8
+        assert ours["boxes"].canvas_size == (size, size)
+        zeroed = (theirs["boxes"] == 0).all(dim=1)
+        assert ((ours["boxes"] == 0).all(dim=1) == zeroed).all()  # the same boxes cut away
+        torch.testing.assert_close(ours["boxes"].as_subclass(torch.Tensor), theirs["boxes"].as_subclass(torch.Tensor),
+                                   atol=0.5, rtol=0)
+        torch.testing.assert_close(ours["region"].as_subclass(torch.Tensor),
+                                   theirs["region"].as_subclass(torch.Tensor), atol=0.5, rtol=0)
+        x0, y0, x1, y1 = (int(v) for v in ours["region"].reshape(4).tolist())  # whole pixels
+        inner = (slice(None), slice(y0 + 2, y1 - 2), slice(x0 + 2, x1 - 2))
+        difference = (ours_image.int() - theirs_image.int()).abs()[inner]
+        step = max(theirs_image.int()[inner].diff(dim=1).abs().max(), theirs_image.int()[inner].diff(dim=2).abs().max())
+        assert difference.max() <= step / 2 + 1.5, seed  # at most half a pixel's step, and rounding
+        around = torch.ones(size, size, dtype=torch.bool)
+        around[y0:y1, x0:x1] = False
+        assert (ours_image[:, around] == torch.tensor(MEAN_PIXEL, dtype=torch.uint8)[:, None]).all()
+        zoomed_out += bool(around.any())
+        cropped += bool((theirs["boxes"] == 0).all(dim=1).any()) or (x1 - x0) * (y1 - y0) > size * size
+    assert zoomed_out > 30 and cropped > 30  # both paths taken
 
 
 def test_train_transform_says_where_the_image_lies_on_the_zoom_out_canvas():

@@ -26,7 +26,7 @@ from sagedet.sagemaker.metrics_log import METRIC_DEFINITIONS
 pytestmark = pytest.mark.slow
 
 EPOCHS = 40
-RECIPE = {  # 10.3-10.8 minutes on the 2-core Xeon on a slow day (2026-11-23), half the 80 epochs it took before
+RECIPE = {  # 8.5-10.8 minutes on the 2-core Xeon (2026-11-23), about half what its 80 epochs at 0.003 took
     "base_network": "mobilenet-v3", "image_shape": "128", "use_pretrained_model": "0",
     "num_training_samples": "240", "epochs": str(EPOCHS), "mini_batch_size": "16", "optimizer": "adam",
     "learning_rate": "0.001", "lr_scheduler_step": "30, 36", "lr_scheduler_factor": "0.1",

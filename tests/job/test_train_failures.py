@@ -108,6 +108,14 @@ def test_a_device_that_is_not_there_is_named(job, device, fragment):
     assert f"SAGEDET_DEVICE='{device}'" in reason and fragment in reason and "Traceback" not in reason
 
 
+def test_data_workers_that_are_not_a_count_are_named(job):
+    result = run_train(job, timeout=300, SAGEDET_DATA_WORKERS="-2")
+    assert result.returncode == 1, result.stdout + result.stderr
+    reason = failure_reason(job)
+    assert "SAGEDET_DATA_WORKERS='-2'" in reason and "expected an integer >= 0" in reason
+    assert "Traceback" not in reason
+
+
 def test_image_shape_too_small_for_the_network(job):
     set_hyperparameters(job, base_network="vgg-16", image_shape="128")
     _fails_with(job, "'image_shape'=128", "vgg-16", ">= 268")

@@ -116,3 +116,16 @@ def test_a_batch_smaller_than_the_gpus_of_a_host_is_refused(tmp_path):
         _distributed_runtime(Runtime(torch.device("cpu")), config, channels, resources, Rank(0, 0, 4, 4))
     runtime = _distributed_runtime(Runtime(torch.device("cpu")), config, channels, resources, Rank(1, 1, 2, 2))
     assert runtime.batch_size == 1 and (runtime.train_shard.index, runtime.train_shard.count) == (1, 2)
+
+
+def test_processes_on_a_host_share_its_cores_unless_the_workers_are_set(tmp_path):
+    """Several training processes on one host: the set count holds for each, else the cores are shared out."""
+    from sagedet.train.job import _distributed_runtime, default_data_workers
+    from sagedet.train.loop import Runtime
+
+    config, channels, resources = _job_config(tmp_path, "File", "8")
+    runtime = Runtime(torch.device("cpu"), data_workers=7)
+    shared = _distributed_runtime(runtime, config, channels, resources, Rank(0, 0, 2, 2))
+    assert shared.data_workers == default_data_workers(torch.device("cpu"), 2)
+    chosen = _distributed_runtime(runtime, config, channels, resources, Rank(0, 0, 2, 2), data_workers=3)
+    assert chosen.data_workers == 3

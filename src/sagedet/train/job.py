@@ -14,7 +14,8 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -47,16 +48,36 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {message}", flush=True)
 
 
-def _runtime() -> Runtime:
-    device = _device(os.environ.get(DEVICE_ENV))
+@dataclass(frozen=True)
+class JobEnvironment:
+    """sagedet's own environment variables for a training job, read and checked once, at the start."""
+
+    device: torch.device  # SAGEDET_DEVICE
+    data_workers: int | None = None  # SAGEDET_DATA_WORKERS; None: :func:`default_data_workers`
+
+
+def read_job_environment(environ: Mapping[str, str] = os.environ) -> JobEnvironment:
+    workers_text = environ.get(DATA_WORKERS_ENV, "").strip()
+    workers = None
+    if workers_text:
+        try:
+            workers = int(workers_text)
+        except ValueError:
+            workers = -1
+        if workers < 0:
+            raise ConfigError(f"environment variable {DATA_WORKERS_ENV}={environ[DATA_WORKERS_ENV]!r}: expected an "
+                              "integer >= 0 (0 loads the data in the training process itself), or unset for the "
+                              "default")
+    return JobEnvironment(device=_device(environ.get(DEVICE_ENV)), data_workers=workers)
+
+
+def _runtime(environment: JobEnvironment) -> Runtime:
+    device = environment.device
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)  # pinned memory and lazily made CUDA tensors go to the current device
-    workers_text = os.environ.get(DATA_WORKERS_ENV)
-    try:
-        workers = int(workers_text) if workers_text else default_data_workers(device, 1)
-    except ValueError:
-        raise ConfigError(f"environment variable {DATA_WORKERS_ENV}={workers_text!r}: expected an integer >= 0") from None
-    return Runtime(device=device, data_workers=max(0, workers), show_progress=sys.stderr.isatty())
+    workers = environment.data_workers
+    return Runtime(device=device, data_workers=default_data_workers(device, 1) if workers is None else workers,
+                   show_progress=sys.stderr.isatty())
 
 
 def default_data_workers(device: torch.device, processes: int) -> int:
@@ -148,7 +169,9 @@ def _shard(channel: Channel, rank: Rank) -> Shard:
 
 
 def _distributed_runtime(runtime: Runtime, config: TrainingConfig, channels: DataChannels, resources,
-                         rank: Rank) -> Runtime:
+                         rank: Rank, data_workers: int | None = None) -> Runtime:
+    """``runtime`` for process ``rank`` of several: its GPU, its share of the batch, of the data and of the
+    host's cores (``data_workers`` if set, else :func:`default_data_workers`)."""
     if rank.world_size == 1:
         return runtime
     if channels.train.input_mode == "Pipe" and rank.local_world_size > 1:
@@ -165,8 +188,7 @@ def _distributed_runtime(runtime: Runtime, config: TrainingConfig, channels: Dat
     if device.type == "cuda":
         device = torch.device("cuda", rank.local_rank)
         torch.cuda.set_device(device)
-    workers = runtime.data_workers if os.environ.get(DATA_WORKERS_ENV) else default_data_workers(
-        device, rank.local_world_size)
+    workers = default_data_workers(device, rank.local_world_size) if data_workers is None else data_workers
     return replace(runtime, device=device, data_workers=workers, rank=rank, batch_size=per_process,
                    train_shard=_shard(channels.train, rank), validation_shard=_shard(channels.validation, rank),
                    show_progress=runtime.show_progress and rank.is_main)
@@ -177,7 +199,8 @@ def run_training(paths: SageMakerPaths, stop: StopRequest, rank: Rank = SOLO) ->
     channels = load_channels(paths)
     resources = load_resources(paths)
     _check_batch_size(config)
-    runtime = _distributed_runtime(_runtime(), config, channels, resources, rank)
+    environment = read_job_environment()
+    runtime = _distributed_runtime(_runtime(environment), config, channels, resources, rank, environment.data_workers)
     speaks = rank.local_rank == 0  # one process per host writes the log and the metric lines
     say = log if speaks else (lambda message: None)
     say(f"sagedet {__version__}: {config.base_network} at {config.image_shape}x{config.image_shape}, "

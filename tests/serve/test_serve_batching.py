@@ -7,7 +7,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from serve_harness import Server, encode, one_torch_thread, scene, write_model  # noqa: F401
 
 from sagedet.serve.batching import Batcher
@@ -119,3 +121,21 @@ def test_batching_server_answers_concurrent_requests_with_their_own_detections(m
         assert "request batches of up to 4 within 200 ms" in server.output()
     finally:
         assert server.stop() == 0
+
+
+def test_the_server_feeds_the_model_what_validation_scored(model_dir: Path):
+    """A served image reaches the model as the same tensor as in validation (decode, resize, scale), so the
+    validation mAP a job reports is the served model's."""
+    from sagedet.data.dataset import DetectionDataset
+    from sagedet.data.sample import Objects, RawSample
+    from sagedet.data.transforms import eval_transform, scale_pixels
+
+    predictor = Predictor.load(model_dir, "cpu")
+    for image_format, size in (("JPEG", (97, 61)), ("PNG", (40, 130))):
+        data = encode(scene(*size, seed=3), image_format)
+        raw = RawSample("validation/a", data, Objects(np.zeros((1, 4), np.float32) + [0.1, 0.1, 0.6, 0.7],
+                                                      np.zeros(1, np.int64)))
+        sample = DetectionDataset(None, eval_transform(predictor.image_shape))[raw]
+        served = predictor.preprocess(decode_image(data, LIMIT, predictor.image_shape).image)
+        assert served.shape == (1, 3, predictor.image_shape, predictor.image_shape)
+        assert torch.equal(served[0], scale_pixels(sample.image)), image_format

@@ -27,7 +27,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
 from sagedet.allocator import tune_malloc
-from sagedet.data.transforms import scale_pixels
+from sagedet.data.transforms import eval_transform, scale_pixels
 from sagedet.devices import present_device
 from sagedet.model.saved import load_detector
 from sagedet.model.ssd import Detections, SSDDetector, select_detections
@@ -77,6 +77,7 @@ class Predictor:
         self.device = device
         self.engine = engine or Engine("eager", eager_path(model, device))
         self.image_shape = int(metadata["image_shape"])
+        self._resize = eval_transform(self.image_shape)  # validation's resize: the model sees what it was scored on
         self.nms_threshold = float(metadata.get("nms_threshold", 0.45))
         num_classes = int(metadata["num_classes"])
         names = [str(name) for name in metadata.get("class_names") or []]
@@ -127,8 +128,7 @@ class Predictor:
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """RGB image → float32 (1, 3, S, S) in [0, 1] on the model's device."""
         pixels = F.pil_to_tensor(image).to(self.device, non_blocking=True)
-        resized = F.resize(pixels, [self.image_shape, self.image_shape], antialias=True)
-        return scale_pixels(resized).unsqueeze(0)
+        return scale_pixels(self._resize(pixels)).unsqueeze(0)
 
     @torch.inference_mode()
     def detect_many(self, images: list[torch.Tensor], options: list[Options]) -> list[Detections]:

@@ -64,16 +64,16 @@ from torchvision.models.detection.ssdlite import SSDLiteHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from sagedet.data.batch_photometric import BatchPhotometricDistortion
-from sagedet.data.dataset import Batch, DetectionDataset, check_batch, collate
+from sagedet.data.dataset import Batch, DetectionDataset, collate
 from sagedet.data.imagejson import ImageJsonSource
 from sagedet.data.synthetic import write_synthetic_dataset
-from sagedet.data.transforms import scale_pixels, train_transform
+from sagedet.data.transforms import train_transform
 from sagedet.model import winograd_tuning
 from sagedet.model.ssd import SSDDetector, _default_box_generator, build_ssd, minimum_image_shape
 from sagedet.model.winograd import use_winograd
 from sagedet.sagemaker.hyperparameters import BASE_NETWORKS
 from sagedet.train.job import default_data_workers
-from sagedet.train.loop import Runtime
+from sagedet.train.loop import Runtime, model_batch
 from machine import add_malloc_option, cpu_name, set_malloc
 
 SOURCE_IMAGE_SIZE = (500, 375)  # (width, height) of the generated JPEGs: a typical PASCAL VOC image
@@ -278,19 +278,15 @@ def alternating_images_per_second(runs: dict[str, tuple[Callable[[Any], None], I
     return {name: steps * batch_size / total for name, total in seconds.items()}
 
 
-def loader_inputs(dataset: DetectionDataset, batch_size: int, workers: int, device: torch.device) -> Iterator[Batch]:
-    """Batches as the Trainer's DataLoader makes them, on the device. The workers start (fork) at the
-    first batch, so the copy-on-write page faults that slow the next few steps fall in the warm-up."""
+def loader_inputs(dataset: DetectionDataset, batch_size: int, workers: int, device: torch.device,
+                  channels_last: bool) -> Iterator[Batch]:
+    """Batches as the Trainer's DataLoader makes them, on the device as the Trainer puts them there
+    (:func:`sagedet.train.loop.model_batch`, photometric distortion included). The workers start (fork)
+    at the first batch, so the copy-on-write page faults that slow the next few steps fall in the warm-up."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=workers,
                         collate_fn=collate, pin_memory=device.type == "cuda")
     distortion = BatchPhotometricDistortion()  # the Trainer's photometric distortion, on the device
-
-    def distorted(batch: Batch) -> Batch:
-        batch = check_batch(batch).to(device, non_blocking=True)
-        batch.images = distortion(scale_pixels(batch.images), batch.regions)
-        return to_device(batch, device)
-
-    return (distorted(batch) for batch in loader)
+    return (model_batch(batch, device, distortion, channels_last) for batch in loader)
 
 
 def measure(network: str, image_shape: int, args: argparse.Namespace, device: torch.device,
@@ -313,7 +309,7 @@ def measure(network: str, image_shape: int, args: argparse.Namespace, device: to
     log(f"{network} at {image_shape}: our step with data loading ({args.workers} workers)")
     source = ImageJsonSource(data_root / "train", data_root / "train_annotation", args.num_classes, "train")
     dataset = DetectionDataset(source, train_transform(image_shape))
-    loaded = loader_inputs(dataset, args.batch_size, args.workers, device)
+    loaded = loader_inputs(dataset, args.batch_size, args.workers, device, stepper.channels_last)
     data_rate, waiting = images_per_second(stepper, loaded, **timing)
     return {"network": network, "image_shape": image_shape, "peer": peer_name, "ours": ours_rate,
             "peer_rate": peer_rate, "data": data_rate, "waiting": waiting}

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 from tqdm import tqdm
 
 from ..allocator import tune_malloc
@@ -68,6 +69,19 @@ class StopRequest:
     def _handle(self, signum, frame) -> None:  # noqa: ANN001 - signal handler signature
         print("SIGTERM received: finishing the current step, then saving a checkpoint", file=sys.stderr, flush=True)
         self.requested = True
+
+
+def model_batch(batch: Batch, device: torch.device, distortion: Callable[[Tensor, Tensor], Tensor] | None = None,
+                channels_last: bool = False) -> Batch:
+    """A loader's batch (uint8 images) as the model takes it: checked, on ``device``, pixels scaled to [0, 1],
+    then the photometric distortion (training batches), channels-last where the model is."""
+    batch = check_batch(batch).to(device, non_blocking=True)
+    batch.images = scale_pixels(batch.images)
+    if distortion is not None:
+        batch.images = distortion(batch.images, batch.regions)
+    if channels_last:
+        batch.images = batch.images.contiguous(memory_format=torch.channels_last)
+    return batch
 
 
 @dataclass
@@ -290,13 +304,7 @@ class Trainer:
         return torch.autocast(self.runtime.device.type, dtype=dtype, enabled=dtype is not None)
 
     def _to_device(self, batch: Batch, distort: bool = False) -> Batch:
-        batch = check_batch(batch).to(self.runtime.device, non_blocking=True)
-        batch.images = scale_pixels(batch.images)
-        if distort:
-            batch.images = self.distortion(batch.images, batch.regions)
-        if self.channels_last:
-            batch.images = batch.images.contiguous(memory_format=torch.channels_last)
-        return batch
+        return model_batch(batch, self.runtime.device, self.distortion if distort else None, self.channels_last)
 
     def _batches(self, epoch: int):
         """The epoch's batches, as long as every process has one and none was asked to stop; then

@@ -47,16 +47,26 @@ def test_learning_rate_steps_down_at_the_listed_epochs():
 
 def test_early_stopping_waits_for_min_epochs_and_patience():
     stopper = EarlyStopping(enabled=True, min_epochs=5, patience=2, tolerance=0.1)
-    # +20 %, +3 %, +8 % (patience spent, but only 4 of min_epochs 5 done), +16 %, +1.4 % over the best
+    # over the last improving epoch's mAP: +20 %, +3 %, +8 % (patience spent, but only 4 of min_epochs 5
+    # done), +16 %, +1.4 %
     maps = [0.5, 0.6, 0.62, 0.65, 0.70, 0.71]
     decisions = []
     for epoch, value in enumerate(maps):
-        improved = stopper.update(epoch, value)
-        decisions.append((improved, stopper.should_stop(epoch + 1)))
-    assert decisions == [(True, False), (True, False), (False, False), (False, False), (True, False), (False, False)]
-    assert stopper.best_epoch == 4 and stopper.best_map == 0.70
+        stopper.update(epoch, value)
+        decisions.append((stopper.epochs_without_improvement, stopper.should_stop(epoch + 1)))
+    assert decisions == [(0, False), (0, False), (1, False), (2, False), (0, False), (1, False)]
     stopper.update(6, 0.705)
     assert stopper.should_stop(7)
+
+
+def test_the_best_epoch_is_the_highest_map_whatever_the_tolerance():
+    """The saved model is the highest-scoring epoch's: a gain below the tolerance still counts there."""
+    for enabled in (True, False):
+        stopper = EarlyStopping(enabled=enabled, min_epochs=10, patience=5, tolerance=0.1)
+        best = [stopper.update(epoch, value) for epoch, value in enumerate([0.50, 0.54, 0.53, 0.52, 0.545])]
+        assert best == [True, True, False, False, True]
+        assert (stopper.best_epoch, stopper.best_map) == (4, 0.545)
+        assert stopper.epochs_without_improvement == 4  # every gain was below 10 % of 0.50
 
 
 def test_early_stopping_disabled_never_stops_but_still_tracks_the_best():
@@ -73,3 +83,10 @@ def test_early_stopping_state_round_trips():
     restored = EarlyStopping(enabled=True, min_epochs=1, patience=3, tolerance=0.0)
     restored.load_state_dict(stopper.state_dict())
     assert (restored.best_map, restored.best_epoch, restored.epochs_without_improvement) == (0.4, 0, 1)
+    assert restored.reference_map == 0.4
+
+
+def test_a_checkpoint_from_before_the_reference_resumes():
+    restored = EarlyStopping(enabled=True, min_epochs=1, patience=3, tolerance=0.0)
+    restored.load_state_dict({"best_map": 0.5, "best_epoch": 2, "epochs_without_improvement": 1})
+    assert (restored.reference_map, restored.best_map, restored.best_epoch) == (0.5, 0.5, 2)

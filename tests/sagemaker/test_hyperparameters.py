@@ -125,6 +125,16 @@ def test_true_spellings(text):
     assert config.early_stopping is True
 
 
+@pytest.mark.parametrize(("name", "text", "expected"), [
+    ("num_classes", "3", 3), ("mini_batch_size", "16", 16), ("epochs", "10", 10), ("early_stopping_patience", "3", 3),
+    ("use_pretrained_model", "1", True), ("early_stopping", "False", False), ("learning_rate", "0.01", 0.01),
+    ("momentum", ".5", 0.5)])
+def test_numbers_and_flags_held_as_strings_by_a_framework_estimator(name, text, expected):
+    """A framework estimator sends json.dumps(value): a number the user holds as a string arrives quoted."""
+    parsed = getattr(parse(**{name: json.dumps(text)}), name)
+    assert parsed == expected and type(parsed) is type(expected)
+
+
 def test_integral_float_text_is_an_integer():
     config = parse(mini_batch_size="32.0", epochs="1e1")
     assert config.mini_batch_size == 32 and type(config.mini_batch_size) is int
@@ -244,9 +254,30 @@ def test_unknown_key_is_named_with_the_known_keys():
     with pytest.raises(ConfigError) as caught:
         parse(batch_size="32")
     message = str(caught.value)
-    assert message.startswith("unknown hyperparameter 'batch_size'; known hyperparameters: ")
+    assert message.startswith("unknown hyperparameter 'batch_size'\nknown hyperparameters: ")
     for name in HYPERPARAMETER_TABLE:
         assert name in message
+
+
+def test_several_unknown_keys_leave_room_for_every_other_problem():
+    """The known keys are listed once, last, so the first 1024 characters (SageMaker's FailureReason) hold
+    every problem."""
+    with pytest.raises(ConfigError) as caught:
+        parse(batch_size="32", learning_rat="0.1", epoch="3", mini_batch_size="0")
+    lines = str(caught.value).splitlines()
+    assert lines[:3] == ["unknown hyperparameter 'batch_size'", "unknown hyperparameter 'learning_rat'",
+                         "unknown hyperparameter 'epoch'"]
+    assert "hyperparameter 'mini_batch_size'='0': expected an integer >= 1" in str(caught.value)[:1024]
+    assert lines[-1].startswith("known hyperparameters: ") and len(lines) == 5
+
+
+def test_a_key_given_twice_is_refused(tmp_path):
+    from sagedet.sagemaker.hyperparameters import load_hyperparameters
+
+    path = tmp_path / "hyperparameters.json"
+    path.write_text('{"num_classes": "3", "num_training_samples": "8", "epochs": "5", "epochs": "50"}')
+    with pytest.raises(ConfigError, match=r"hyperparameters file .* gives 'epochs' more than once"):
+        load_hyperparameters(path)
 
 
 @pytest.mark.parametrize("name", ["num_classes", "num_training_samples"])
@@ -274,7 +305,8 @@ def test_all_errors_are_reported_together_one_per_line():
             {"mini_batch_size": "abc", "optimizer": "adamw", "bogus": "1", "momentum": "2"}
         )
     lines = str(caught.value).splitlines()
-    assert len(lines) == 6
+    assert len(lines) == 7  # six problems, then the known keys
+    assert lines[-1].startswith("known hyperparameters: ")
     assert any(line.startswith("unknown hyperparameter 'bogus'") for line in lines)
     assert "hyperparameter 'num_classes' is required: expected an integer >= 1" in lines
     assert "hyperparameter 'mini_batch_size'='abc': expected an integer >= 1" in lines

@@ -81,6 +81,13 @@ def _decode(value: Any) -> Any:
         return text
 
 
+def _scalar(value: Any) -> Any:
+    """A number or flag as sent either way: ``str(value)`` or ``json.dumps(value)``, including a JSON-quoted
+    string of it (``json.dumps("3")`` is ``"\\"3\\""``, what a framework estimator sends for the string "3")."""
+    value = _decode(value)
+    return _decode(value) if isinstance(value, str) else value
+
+
 def _text(value: Any) -> str:
     """A string value, unwrapping one level of JSON string quoting (``"\\"x\\""`` → ``x``)."""
     decoded = _decode(value)
@@ -100,7 +107,7 @@ def _optional_text(value: Any) -> str | None:
 
 
 def _to_int(value: Any) -> int:
-    value = _decode(value)
+    value = _scalar(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _Invalid()
     if isinstance(value, float):
@@ -122,7 +129,7 @@ def _integer(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
 
 def _number(low: float, high: float, low_open: bool, high_open: bool) -> Callable[[Any], float]:
     def parse(value: Any) -> float:
-        value = _decode(value)
+        value = _scalar(value)
         if isinstance(value, str):
             try:
                 value = float(value)  # forms JSON lacks, e.g. ".5"
@@ -144,7 +151,7 @@ def _number(low: float, high: float, low_open: bool, high_open: bool) -> Callabl
 
 def _boolean(value: Any) -> bool:
     """True/False in any case, and 1/0, as the table's 0/1 and the SDK's ``str(True)`` send them."""
-    value = _decode(value)
+    value = _scalar(value)
     if isinstance(value, str):
         value = {"true": True, "false": False}.get(value.lower(), value)
     if isinstance(value, bool):
@@ -256,11 +263,8 @@ def _ignored(key: str) -> bool:
 
 def parse_hyperparameters(raw: dict) -> TrainingConfig:
     """Validate the hyperparameters.json object; a JSON null means "not given"."""
-    errors = [
-        f"unknown hyperparameter {key!r}; known hyperparameters: {', '.join(_SPECS)}"
-        for key in raw
-        if key not in _SPECS and not _ignored(key)
-    ]
+    unknown = [key for key in raw if key not in _SPECS and not _ignored(key)]
+    errors = [f"unknown hyperparameter {key!r}" for key in unknown]
     values: dict[str, Any] = {}
     for name, (row, parse) in _SPECS.items():
         value = raw.get(name)
@@ -274,6 +278,8 @@ def parse_hyperparameters(raw: dict) -> TrainingConfig:
         except _Invalid as invalid:
             detail = f"; {invalid}" if str(invalid) else ""
             errors.append(f"hyperparameter {name!r}={value!r}: expected {row.allowed}{detail}")
+    if unknown:  # once, last: the first 1024 characters (SageMaker's FailureReason) keep every other problem
+        errors.append(f"known hyperparameters: {', '.join(_SPECS)}")
     if errors:
         raise ConfigError("\n".join(errors))
     return TrainingConfig(**values)

@@ -92,7 +92,42 @@ def test_checkpoint_of_another_network_is_refused(trained, tmp_path):
     result = run_train(paths)
     assert result.returncode == 1
     reason = paths.failure_file.read_text()
-    assert CHECKPOINT_NAME in reason and "'num_classes': 4" in reason
+    assert CHECKPOINT_NAME in reason and "num_classes is 3 in the checkpoint but 4 in this job" in reason
+
+
+def test_checkpoint_of_another_optimization_is_refused(trained, tmp_path):
+    """The checkpoint's optimizer and scheduler state would override a changed learning rate silently, and
+    another optimizer's state does not load: both are refused, naming each key."""
+    paths = _copy_job(trained[0], tmp_path / "opt_ml")
+    saved = json.loads(paths.hyperparameters_file.read_text())
+    set_hyperparameters(paths, epochs="3", learning_rate="0.0001",
+                        optimizer="sgd" if saved.get("optimizer", "sgd") != "sgd" else "adam")
+    result = run_train(paths)
+    assert result.returncode == 1, result.stdout + result.stderr
+    reason = paths.failure_file.read_text()
+    assert CHECKPOINT_NAME in reason and "learning_rate is " in reason and "but 0.0001 in this job" in reason
+    assert "optimizer is " in reason and "Traceback" not in reason
+
+
+def test_an_older_checkpoint_of_another_optimizer_is_refused_by_name(trained, tmp_path):
+    """A checkpoint written before the optimization's hyperparameters were recorded in it: its optimizer
+    state does not load into another optimizer, and the job says so instead of failing with a KeyError."""
+    from sagedet.train.checkpoint import load_checkpoint, save_checkpoint
+
+    paths = _copy_job(trained[0], tmp_path / "opt_ml")
+    checkpoint = paths.checkpoint_dir / CHECKPOINT_NAME
+    state = load_checkpoint(checkpoint)
+    state["identity"] = {key: state["identity"][key] for key in ("base_network", "num_classes", "image_shape")}
+    save_checkpoint(checkpoint, state)
+    saved = json.loads(paths.hyperparameters_file.read_text())
+    other = "sgd" if saved.get("optimizer", "sgd") != "sgd" else "adam"
+    set_hyperparameters(paths, epochs="3", optimizer=other)
+    result = run_train(paths)
+    assert result.returncode == 1, result.stdout + result.stderr
+    reason = paths.failure_file.read_text()
+    assert f"holds the state of optimizer='{'sgd' if other == 'adam' else 'adam'}', but this job's optimizer is " \
+           f"'{other}'" in reason
+    assert "Traceback" not in reason
 
 
 def test_incremental_training_from_model_tar_gz(trained, tmp_path):

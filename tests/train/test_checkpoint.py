@@ -86,3 +86,25 @@ def test_pickled_code_is_refused(tmp_path):
 class Exploit:
     def __reduce__(self):
         return (print, ("pickled code ran",))
+
+
+def test_a_checkpoint_resumes_only_under_the_same_network_and_optimization():
+    from sagedet.sagemaker.hyperparameters import parse_hyperparameters
+    from sagedet.train.loop import identity, identity_differences
+
+    def config(**values):
+        return parse_hyperparameters({"num_classes": "3", "num_training_samples": "8", **values})
+
+    saved = identity(config(lr_scheduler_step="10, 20"))
+    assert identity_differences(saved, config(lr_scheduler_step="[10, 20]", epochs="90", mini_batch_size="4",
+                                              early_stopping="true", nms_threshold="0.3")) == []
+    assert identity_differences({**saved, "lr_scheduler_step": [10, 20]}, config(lr_scheduler_step="10,20")) == []
+    assert identity_differences(saved, config(lr_scheduler_step="10, 20", learning_rate="0.01", optimizer="adam")) == [
+        "optimizer is 'sgd' in the checkpoint but 'adam' in this job",
+        "learning_rate is 0.001 in the checkpoint but 0.01 in this job"]
+    # a checkpoint from before the optimization's keys: compared on what it holds
+    old = {key: saved[key] for key in ("base_network", "num_classes", "image_shape")}
+    assert identity_differences(old, config(optimizer="adam")) == []
+    assert identity_differences(old, config(num_classes="4")) == [
+        "num_classes is 3 in the checkpoint but 4 in this job"]
+    assert identity_differences(None, config()) == ["the checkpoint names no hyperparameters (None)"]

@@ -90,3 +90,14 @@ def test_a_checkpoint_from_before_the_reference_resumes():
     restored = EarlyStopping(enabled=True, min_epochs=1, patience=3, tolerance=0.0)
     restored.load_state_dict({"best_map": 0.5, "best_epoch": 2, "epochs_without_improvement": 1})
     assert (restored.reference_map, restored.best_map, restored.best_epoch) == (0.5, 0.5, 2)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop", "adadelta"])
+def test_a_saved_optimizer_state_tells_which_optimizer_wrote_it(optimizer):
+    from sagedet.sagemaker.hyperparameters import parse_hyperparameters
+    from sagedet.train.optim import build_optimizer, saved_optimizer_name
+
+    config = parse_hyperparameters({"num_classes": "3", "num_training_samples": "8", "optimizer": optimizer})
+    built = build_optimizer(config, torch.nn.Linear(2, 2).parameters(), cuda=False)
+    assert saved_optimizer_name(built.state_dict()) == optimizer
+    assert saved_optimizer_name({"param_groups": [{"lr": 0.1}]}) is None

@@ -48,11 +48,15 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import SOLO, Collective, Rank
 from .early_stopping import EarlyStopping
 from .history import EpochRecord, TrainingHistory
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, saved_optimizer_name
 
 CHECKPOINT_NAME = "sagedet-checkpoint.pt"
 CHECKPOINT_FORMAT = 1
-IDENTITY_KEYS = ("base_network", "num_classes", "image_shape")
+# The hyperparameters a checkpoint must share with the job that resumes it: the network's, then the
+# optimization's (the optimizer's and scheduler's saved state would otherwise override this job's values,
+# or fail to load). epochs, mini_batch_size and the evaluation and early-stopping settings may change.
+IDENTITY_KEYS = ("base_network", "num_classes", "image_shape", "optimizer", "learning_rate", "momentum",
+                 "weight_decay", "lr_scheduler_step", "lr_scheduler_factor", "freeze_layer_pattern")
 DISTORTION_SEED = 7919
 
 
@@ -128,6 +132,20 @@ class TrainResult:
 
 def identity(config: TrainingConfig) -> dict:
     return {key: getattr(config, key) for key in IDENTITY_KEYS}
+
+
+def identity_differences(saved: object, config: TrainingConfig) -> list[str]:
+    """How a checkpoint's hyperparameters differ from this job's (checkpoints written before the
+    optimization's keys were added are compared on the keys they hold)."""
+    if not isinstance(saved, dict):
+        return [f"the checkpoint names no hyperparameters ({saved!r})"]
+    ours = identity(config)
+    return [f"{key} is {saved[key]!r} in the checkpoint but {ours[key]!r} in this job"
+            for key in IDENTITY_KEYS if key in saved and _comparable(saved[key]) != _comparable(ours[key])]
+
+
+def _comparable(value: object) -> object:
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -226,14 +244,27 @@ class Trainer:
         state = self.collective.broadcast(state)
         if state is None:
             return False
-        expected = identity(self.config)
-        if state.get("identity") != expected:
+        differences = identity_differences(state.get("identity"), self.config)
+        if differences:
             raise ModelError(
-                f"checkpoint {self.outputs.checkpoint_file} was written by a job with {state.get('identity')}, "
-                f"but this job has {expected}; use the same values or an empty checkpoint location")
+                f"checkpoint {self.outputs.checkpoint_file} was written by a job with other hyperparameters: "
+                + "; ".join(differences) + ". A job resumes a checkpoint with the same values (epochs, "
+                "mini_batch_size and the evaluation and early-stopping settings may change), or starts afresh "
+                "with an empty checkpoint location")
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        saved_optimizer = saved_optimizer_name(state["optimizer"])
+        if saved_optimizer != self.config.optimizer:  # an older checkpoint, whose identity lacks the optimizer
+            raise ModelError(f"checkpoint {self.outputs.checkpoint_file} holds the state of optimizer="
+                             f"{saved_optimizer!r}, but this job's optimizer is {self.config.optimizer!r}; use the "
+                             "job's own optimizer, or an empty checkpoint location")
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        except (KeyError, ValueError) as error:  # e.g. an older checkpoint of another freeze_layer_pattern
+            raise ModelError(f"checkpoint {self.outputs.checkpoint_file}: its optimizer state does not fit this "
+                             f"job's parameters (freeze_layer_pattern={self.config.freeze_layer_pattern!r}): "
+                             f"{error}; use the values of the job that wrote it, or an empty checkpoint "
+                             "location") from None
         if "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
         self.early_stopping.load_state_dict(state["early_stopping"])

@@ -29,6 +29,17 @@ def build_optimizer(config: TrainingConfig, parameters: Iterable[torch.nn.Parame
     raise ValueError(f"unknown optimizer {config.optimizer!r}")  # the config admits only the four above
 
 
+# A key only that optimizer's parameter groups hold (torch has had each since the optimizer's first release).
+_GROUP_MARKS = {"sgd": "nesterov", "adam": "amsgrad", "rmsprop": "centered", "adadelta": "rho"}
+
+
+def saved_optimizer_name(state: dict) -> str | None:
+    """Which of the four optimizers wrote ``state`` (an ``Optimizer.state_dict()``), None if none of them."""
+    groups = state.get("param_groups") or [{}]
+    names = [name for name, mark in _GROUP_MARKS.items() if all(mark in group for group in groups)]
+    return names[0] if len(names) == 1 else None
+
+
 def build_scheduler(config: TrainingConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
     """Stepped once per epoch."""
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.lr_scheduler_step),

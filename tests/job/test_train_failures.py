@@ -116,6 +116,13 @@ def test_data_workers_that_are_not_a_count_are_named(job):
     assert "Traceback" not in reason
 
 
+def test_one_training_image_is_too_few_for_batch_normalization(tmp_path):
+    from conftest import make_job
+
+    paths = make_job(tmp_path / "opt_ml", train=1, validation=2)  # the tiny jobs train mobilenet-v3
+    _fails_with(paths, "holds 1 image(s), too few for base_network=mobilenet-v3", "at least 2 images a step")
+
+
 def test_image_shape_too_small_for_the_network(job):
     set_hyperparameters(job, base_network="vgg-16", image_shape="128")
     _fails_with(job, "'image_shape'=128", "vgg-16", ">= 268")

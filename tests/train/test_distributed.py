@@ -129,3 +129,22 @@ def test_processes_on_a_host_share_its_cores_unless_the_workers_are_set(tmp_path
     assert shared.data_workers == default_data_workers(torch.device("cpu"), 2)
     chosen = _distributed_runtime(runtime, config, channels, resources, Rank(0, 0, 2, 2), data_workers=3)
     assert chosen.data_workers == 3
+
+
+def test_a_batch_norm_network_gets_two_images_per_gpu_unless_synchronized(tmp_path, capsys):
+    from sagedet.sagemaker.hyperparameters import parse_hyperparameters
+    from sagedet.train.job import _distributed_runtime
+    from sagedet.train.loop import Runtime
+
+    _, channels, resources = _job_config(tmp_path, "File", "8")
+    for network in ("mobilenet-v3", "resnet-50"):  # resnet-50 is synchronized on CUDA only
+        config = parse_hyperparameters({"num_classes": "3", "num_training_samples": "8", "mini_batch_size": "9",
+                                        "base_network": network})
+        with pytest.raises(ConfigError, match=rf"'mini_batch_size'=9 gives each of the 8 GPUs of a host 1 image a "
+                                              rf"step, too few for base_network={network}.*use >= 16"):
+            _distributed_runtime(Runtime(torch.device("cpu")), config, channels, resources, Rank(0, 0, 8, 8))
+    config = parse_hyperparameters({"num_classes": "3", "num_training_samples": "8", "mini_batch_size": "9",
+                                    "base_network": "vgg-16"})
+    runtime = _distributed_runtime(Runtime(torch.device("cpu")), config, channels, resources, Rank(0, 0, 8, 8))
+    assert runtime.batch_size == 1
+    assert "mini_batch_size=9 is shared out between 8 GPUs as 1 image(s) each: 8 a step" in capsys.readouterr().out

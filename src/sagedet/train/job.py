@@ -25,7 +25,7 @@ from ..artifacts import find_model_dir, load_model, save_model
 from ..data.loaders import Shard, is_stream
 from ..data.sources import class_names, open_sources
 from ..devices import parse_device, present_device
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError, DataError, ModelError
 from ..model.ssd import SSDDetector, build_ssd
 from ..model.weights import load_pretrained_state
 from ..sagemaker.channels import Channel, DataChannels, load_channels
@@ -42,6 +42,7 @@ DATA_WORKERS_ENV = "SAGEDET_DATA_WORKERS"
 DEVICE_ENV = "SAGEDET_DEVICE"
 SEED = 0
 BATCH_NORM_NETWORKS = ("resnet-50", "mobilenet-v3")
+SYNC_BATCH_NORM_NETWORKS = ("resnet-50",)  # SyncBatchNorm across the processes on CUDA
 
 
 def log(message: str) -> None:
@@ -182,6 +183,15 @@ def _distributed_runtime(runtime: Runtime, config: TrainingConfig, channels: Dat
         raise ConfigError(f"hyperparameter 'mini_batch_size'={config.mini_batch_size} is smaller than the "
                           f"{rank.local_world_size} GPUs of a host; it is shared out between them: use >= "
                           f"{rank.local_world_size}")
+    synchronized = runtime.device.type == "cuda" and config.base_network in SYNC_BATCH_NORM_NETWORKS
+    if per_process < 2 and config.base_network in BATCH_NORM_NETWORKS and not synchronized:
+        raise ConfigError(f"hyperparameter 'mini_batch_size'={config.mini_batch_size} gives each of the "
+                          f"{rank.local_world_size} GPUs of a host 1 image a step, too few for base_network="
+                          f"{config.base_network}: its batch normalization needs at least 2 images per GPU; use >= "
+                          f"{2 * rank.local_world_size}")
+    if config.mini_batch_size % rank.local_world_size and rank.local_rank == 0:
+        log(f"mini_batch_size={config.mini_batch_size} is shared out between {rank.local_world_size} GPUs as "
+            f"{per_process} image(s) each: {per_process * rank.local_world_size} a step on this host")
     if len(resources.hosts) > 1 and config.kv_store == "dist_async":
         log("kv_store=dist_async: sagedet trains synchronously (DistributedDataParallel), as with dist_sync")
     device = runtime.device
@@ -218,6 +228,10 @@ def run_training(paths: SageMakerPaths, stop: StopRequest, rank: Rank = SOLO) ->
             f"{channels.validation.path}_<epoch>")
     else:
         say(f"data: {len(train_source)} training and {len(validation_source)} validation images ({channels.format})")
+        if len(train_source) < 2 and config.base_network in BATCH_NORM_NETWORKS:
+            raise DataError(f"the train channel ({channels.train.path}) holds {len(train_source)} image(s), too few "
+                            f"for base_network={config.base_network}: its batch normalization needs at least 2 "
+                            "images a step")
         if config.num_training_samples != len(train_source):
             say(f"note: num_training_samples={config.num_training_samples} but the train channel holds "
                 f"{len(train_source)} images; the data's count is used")
@@ -225,7 +239,7 @@ def run_training(paths: SageMakerPaths, stop: StopRequest, rank: Rank = SOLO) ->
     seed_everything(SEED)
     with tempfile.TemporaryDirectory(prefix="sagedet-model-channel-") as work_dir:
         model = build_model(config, channels, Path(work_dir))
-    if rank.world_size > 1 and config.base_network == "resnet-50":
+    if rank.world_size > 1 and config.base_network in SYNC_BATCH_NORM_NETWORKS:
         if runtime.cuda:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
             say("resnet-50: batch normalization synchronized across the training processes (SyncBatchNorm)")

@@ -83,6 +83,28 @@ def test_launch_starts_the_local_processes_and_reports_the_failing_one(monkeypat
         assert result.reason == f"training process {failing} failed (exit code 1): record 7 is bad"
 
 
+def test_a_stop_while_the_processes_still_start_is_a_stop_not_a_failure(monkeypatch):
+    """SIGTERM forwarded to a worker that has not yet installed its own handler (it is still importing
+    torch) kills it with the signal: the job stopped (143), it did not fail."""
+    import os
+    import signal
+    import threading
+
+    monkeypatch.setenv("SAGEDET_HOST_ADDRESSES", json.dumps({"algo-1": "127.0.0.1"}))
+    topology = Topology(("algo-1",), node_rank=0, local_processes=2, interface=None)
+    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    result = launch(topology, [sys.executable, "-c", "import time; time.sleep(20)"], lambda message: None)
+    assert (result.code, result.reason) == (143, None)
+
+
+def test_a_worker_killed_by_a_signal_nobody_sent_is_a_failure(monkeypatch):
+    monkeypatch.setenv("SAGEDET_HOST_ADDRESSES", json.dumps({"algo-1": "127.0.0.1"}))
+    topology = Topology(("algo-1",), node_rank=0, local_processes=1, interface=None)
+    result = launch(topology, [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"],
+                    lambda message: None)
+    assert (result.code, result.reason) == (-15, "training process 0 failed (exit code -15)")
+
+
 def _job_config(tmp_path, mode: str, batch: str):
     from sagedet.sagemaker.channels import load_channels
     from sagedet.sagemaker.hyperparameters import load_hyperparameters

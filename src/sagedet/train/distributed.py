@@ -111,6 +111,9 @@ def resolve(host: str, timeout: float | None = None, poll: float = 2.0) -> str:
 
 
 # --- the launcher --------------------------------------------------------------------------------------
+EXIT_STOPPED = 128 + signal.SIGTERM  # a training process (and the job) stopped on SIGTERM: 143
+
+
 @dataclass(frozen=True)
 class LaunchResult:
     code: int
@@ -140,14 +143,18 @@ def launch(topology: Topology, command: list[str], log: Callable[[str], None]) -
             worker_env = dict(env, RANK=str(rank), LOCAL_RANK=str(local_rank), **{FAILURE_FILE_ENV: str(failure)})
             workers.append((rank, failure, subprocess.Popen(command, env=worker_env)))
 
+        stop_codes = {EXIT_STOPPED}
+
         def forward(signum, frame):  # noqa: ANN001 - signal handler signature
+            # a worker still starting (importing torch, before its own handler) dies of the signal itself
+            stop_codes.add(-signum)
             for _, _, process in workers:
                 if process.poll() is None:
                     process.send_signal(signum)
 
         previous = signal.signal(signal.SIGTERM, forward)
         try:
-            return _wait(workers)
+            return _wait(workers, stop_codes)
         finally:
             signal.signal(signal.SIGTERM, previous)
             for _, _, process in workers:
@@ -156,13 +163,15 @@ def launch(topology: Topology, command: list[str], log: Callable[[str], None]) -
                     process.wait()
 
 
-def _wait(workers: list[tuple[int, Path, subprocess.Popen]]) -> LaunchResult:
+def _wait(workers: list[tuple[int, Path, subprocess.Popen]], stop_codes: set[int]) -> LaunchResult:
+    """``stop_codes``: the exit codes of a stopped worker (143; also -SIGTERM once SIGTERM was forwarded),
+    read as they are when each worker is checked."""
     first_failure: tuple[int, Path, int] | None = None
     deadline = None
     while any(process.poll() is None for _, _, process in workers):
         for rank, failure, process in workers:
             code = process.poll()
-            if first_failure is None and code not in (None, 0, 143):
+            if first_failure is None and code is not None and code != 0 and code not in stop_codes:
                 first_failure = (rank, failure, code)
                 deadline = time.monotonic() + STOP_GRACE_SECONDS
         if deadline is not None and time.monotonic() > deadline:
@@ -172,15 +181,15 @@ def _wait(workers: list[tuple[int, Path, subprocess.Popen]]) -> LaunchResult:
             deadline = time.monotonic() + 10
         time.sleep(0.1)
     for rank, failure, process in workers:
-        if first_failure is None and process.returncode not in (0, 143):
+        if first_failure is None and process.returncode != 0 and process.returncode not in stop_codes:
             first_failure = (rank, failure, process.returncode)
     if first_failure is not None:
         rank, failure, code = first_failure
         reason = failure.read_text(encoding="utf-8") if failure.is_file() else None
         prefix = f"training process {rank} failed (exit code {code})"
         return LaunchResult(code, f"{prefix}: {reason}" if reason else prefix)
-    stopped = any(process.returncode == 143 for _, _, process in workers)
-    return LaunchResult(143 if stopped else 0, None)
+    stopped = any(process.returncode in stop_codes for _, _, process in workers)
+    return LaunchResult(EXIT_STOPPED if stopped else 0, None)
 
 
 # --- inside a worker -----------------------------------------------------------------------------------

@@ -34,10 +34,9 @@ from ..sagemaker.hyperparameters import TrainingConfig, load_hyperparameters
 from ..sagemaker.metrics_log import MetricsLogger
 from ..sagemaker.paths import SageMakerPaths
 from ..sagemaker.resources import load_resources
-from .distributed import SOLO, Collective, Rank, launch, plan, worker_failure_file
+from .distributed import EXIT_STOPPED, SOLO, Collective, Rank, launch, plan, worker_failure_file
 from .loop import Runtime, StopRequest, Trainer, TrainerOutputs, seed_everything
 
-EXIT_STOPPED = 143  # 128 + SIGTERM
 DATA_WORKERS_ENV = "SAGEDET_DATA_WORKERS"
 DEVICE_ENV = "SAGEDET_DEVICE"
 SEED = 0

@@ -1,6 +1,6 @@
 """The image under the SageMaker Python SDK's local mode (v2, in its own virtual environment):
 `Estimator(image_uri=..., instance_type="local")`, fit on file:// channels, deploy to "local" and
-predict, all through examples/sagemaker_sdk.py with dummy AWS credentials and docker compose.
+predict, then a local batch transform, all through examples/sagemaker_sdk.py with dummy AWS credentials and docker compose.
 `make docker-test` sets SAGEDET_SDK_PYTHON to that environment's Python; without it this is skipped."""
 
 from __future__ import annotations
@@ -48,14 +48,19 @@ def test_train_deploy_and_predict_in_sdk_local_mode(image: str, template: Path, 
         for detection in summary["best"]:
             assert len(detection) == 6 and 0.0 <= detection[1] <= 1.0
 
+        # A local batch transform answered every image of the folder with its own <name>.out.
+        assert summary["transform_outputs"] == summary["transform_inputs"] > 0, summary
+        assert summary["transform_first"]["detections"] > 0, summary
+
         # The metric lines reached the SDK's log, as SageMaker's regexes would read them.
         assert "validation mAP <score>=(" in result.stdout + result.stderr
 
-        # compose's containers (a training host, then the endpoint) all exited 0: the server too, on SIGTERM.
+        # compose's containers (a training host, the endpoint, the transform's server) all exited 0: the servers
+        # too, on SIGTERM.
         listed = docker("ps", "-a", "--filter", f"ancestor={image}", "--filter", "label=com.docker.compose.project",
                         "--format", "{{.ID}} {{.Command}} {{.Status}}")
         rows = [row for row in listed.stdout.splitlines() if row]
-        assert len(rows) >= 2, listed.stdout
+        assert len(rows) >= 3, listed.stdout
         assert all("Exited (0)" in row for row in rows), listed.stdout
     finally:
         remove_compose_containers(image)

@@ -37,9 +37,11 @@ from .annotations import ClassNames, kind, pixel_annotations
 from .dataset import DECODE_ERRORS
 from .recordio import Record, RecordReader
 from .sample import ImageFile, ImageFiles, Objects, RawSample, problems_report
+from .textfile import text_lines
 
 SOURCE_REF = "source-ref"
 METADATA_SUFFIX = "-metadata"
+MANIFEST_TEXT = "a manifest (one JSON object per line)"
 
 
 def label_attribute(where: str, line: dict) -> str:
@@ -134,8 +136,8 @@ class ManifestSource(ImageFiles):
         entries, errors = [], []
         for manifest in manifests:
             manifest_name = f"{channel}/{manifest.relative_to(root).as_posix()}"
-            with open(manifest, encoding="utf-8") as lines:
-                for number, text in enumerate(lines, 1):
+            try:
+                for number, text in text_lines(manifest, MANIFEST_TEXT, manifest_name):
                     if not text.strip():
                         continue
                     where = f"{manifest_name}: line {number}"
@@ -143,6 +145,8 @@ class ManifestSource(ImageFiles):
                         entries.append(self._entry(where, text, root, channel, num_classes))
                     except DataError as error:
                         errors.append(str(error))
+            except DataError as error:  # not UTF-8 (or unreadable): the rest of this manifest is not read
+                errors.append(str(error))
         if errors:
             raise DataError(problems_report(errors, f"the {channel} data"))
         if not entries:

@@ -29,6 +29,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ..errors import DataError
+from .textfile import text_lines
 
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -260,18 +261,17 @@ def unpack(record: Record, name: str) -> ImageRecord:
 def read_index(path: Path) -> list[tuple[int, int]]:
     """(key, byte offset) per line of an .idx file, in the file's order."""
     entries = []
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            fields = line.split("\t") if "\t" in line else line.split()
-            try:
-                key, offset = int(fields[0]), int(fields[1])
-                if offset < 0:
-                    raise ValueError
-            except (ValueError, IndexError):
-                raise DataError(f"{path}: line {number}: {line.rstrip()!r} is not 'key<TAB>byte offset'") from None
-            entries.append((key, offset))
+    for number, line in text_lines(path, "an .idx file ('key<TAB>byte offset' per line)"):
+        if not line.strip():
+            continue
+        fields = line.split("\t") if "\t" in line else line.split()
+        try:
+            key, offset = int(fields[0]), int(fields[1])
+            if offset < 0:
+                raise ValueError
+        except (ValueError, IndexError):
+            raise DataError(f"{path}: line {number}: {line.rstrip()!r} is not 'key<TAB>byte offset'") from None
+        entries.append((key, offset))
     return entries
 
 

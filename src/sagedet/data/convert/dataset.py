@@ -23,6 +23,7 @@ from ...errors import DataError
 from ..dataset import DECODE_ERRORS
 from ..imagejson import IMAGE_SUFFIXES
 from ..sample import Objects, problems_report
+from ..textfile import read_text
 
 ANY_CLASS_ID = 1 << 31
 """The class id bound used where a format names no classes and no class list is given."""
@@ -137,10 +138,7 @@ def load_json(path: Path) -> Any:
 
 def read_class_list(path: Path) -> dict[int, str]:
     """A class list: one name per line, class id = line number - 1 (blank lines at the end ignored)."""
-    try:
-        names = [name.strip() for name in path.read_text(encoding="utf-8").rstrip().split("\n")]
-    except OSError as error:
-        raise DataError(f"{path}: cannot read the class list ({error.strerror})") from None
+    names = [name.strip() for name in read_text(path, "a class list (one class name per line)").rstrip().split("\n")]
     for number, name in enumerate(names, 1):
         if not name:
             raise DataError(f"{path}: line {number} is blank; a class list holds one class name per line "

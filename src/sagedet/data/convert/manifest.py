@@ -21,7 +21,8 @@ from pathlib import Path
 
 from ...errors import DataError
 from ..annotations import ClassNames, kind
-from ..manifest import METADATA_SUFFIX, SOURCE_REF, find_image, label_attribute, label_objects
+from ..manifest import MANIFEST_TEXT, METADATA_SUFFIX, SOURCE_REF, find_image, label_attribute, label_objects
+from ..textfile import read_text
 from .dataset import (ANY_CLASS_ID, Dataset, Item, Options, claim, collect, copy_images, image_file_item,
                       image_size_list, pixel_annotation_list, read_class_list, relative_to, write_file)
 
@@ -33,11 +34,8 @@ def read(src: Path, options: Options) -> Dataset:
     root = options.images or src.parent
     num_classes = len(read_class_list(options.classes)) if options.classes else ANY_CLASS_ID
     names = ClassNames(num_classes)
-    try:
-        lines = [(number, text) for number, text in enumerate(src.read_text(encoding="utf-8").splitlines(), 1)
-                 if text.strip()]
-    except (OSError, UnicodeDecodeError) as error:
-        raise DataError(f"{src}: cannot be read as JSON lines ({error})") from None
+    lines = [(number, text) for number, text in enumerate(read_text(src, MANIFEST_TEXT).splitlines(), 1)
+             if text.strip()]
 
     def item(numbered: tuple[int, str]) -> Item:
         where = f"{src}: line {numbered[0]}"

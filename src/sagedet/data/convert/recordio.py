@@ -29,6 +29,7 @@ from ...errors import DataError
 from ..detection_label import format_detection_label
 from ..recordio import Record, RecordReader, RecordWriter, pack, read_record_at, unpack
 from ..recordio_source import class_names_beside, record_sample
+from ..textfile import read_text
 from .dataset import (ANY_CLASS_ID, SUFFIX_OF_FORMAT, Dataset, Item, Options, categories, claim, collect,
                       image_header, read_class_list, write_file)
 
@@ -73,7 +74,8 @@ def _class_names(src: Path) -> dict[int, str]:
 def _read_lst(path: Path) -> dict[int, str]:
     """Index → image path of an im2rec .lst file."""
     names = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    text = read_text(path, "an im2rec .lst file ('index<TAB>label values...<TAB>image path' per line)")
+    for number, line in enumerate(text.splitlines(), 1):
         fields = line.split("\t")
         if not line.strip():
             continue

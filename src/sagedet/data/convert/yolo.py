@@ -19,10 +19,12 @@ import numpy as np
 from ...errors import DataError
 from ..detection_label import parse_detection_label
 from ..sample import Objects
+from ..textfile import read_text
 from .dataset import (ANY_CLASS_ID, Dataset, Item, Options, claim, collect, find_images, image_file_item,
                       read_class_list, write_class_list, write_per_image)
 
 NAME_FILES = ("classes.txt", "obj.names")
+LABEL_TEXT = "a YOLO label file ('class_id center_x center_y width height' per line)"
 
 
 def read(src: Path, options: Options) -> Dataset:
@@ -49,7 +51,8 @@ def read(src: Path, options: Options) -> Dataset:
 def _objects(path: Path, num_classes: int) -> Objects:
     """The objects of one label file (none when there is no file)."""
     rows = []
-    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    text = read_text(path, LABEL_TEXT) if path.is_file() else ""
+    lines = text.splitlines()
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue

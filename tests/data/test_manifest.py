@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sagedet.data.annotations import ClassNames
 from sagedet.data.manifest import ManifestSource, label_attribute, stream_samples
 from sagedet.data.recordio import RecordWriter, frame
+from sagedet.data.sources import class_names, open_sources
+from sagedet.sagemaker.channels import Channel, DataChannels
 from sagedet.errors import DataError
 
 
@@ -117,7 +120,8 @@ def test_pipe_records_image_then_label_then_metadata():
 
 @pytest.mark.parametrize(("payloads", "expected"), [
     ((b'{"annotations": []}', b"x"), "train_0: record 0 (byte offset 0): a JSON record before any image"),
-    ((b"\xff\xd8 image one", b"\xff\xd8 image two"), "train_0: record 0 (byte offset 0): an image followed by another image"),
+    ((b"\xff\xd8\xff image one", b"\xff\xd8\xff image two"),
+     "train_0: record 0 (byte offset 0): an image followed by another image (record 1)"),
     ((b"\xff\xd8 image",), "the stream ends after an image without its label record"),
     ((b"\xff\xd8 not a jpeg", b'{"annotations": []}'), "train_0: records 0-1 (byte offset 0): the image does not decode"),
 ])
@@ -125,3 +129,68 @@ def test_pipe_stream_errors_name_the_record(payloads, expected):
     with pytest.raises(DataError) as raised:
         list(stream_samples(records(*payloads), "train_0", num_classes=2))
     assert expected in str(raised.value)
+
+
+GOOD_LABEL = json.dumps(label([BOX])).encode()
+
+
+def offset_of(payloads, index: int) -> int:
+    return sum(len(frame(payload)) for payload in payloads[:index])
+
+
+@pytest.mark.parametrize(("label_record", "problem"), [
+    (GOOD_LABEL[:-5], "the label attribute is not valid JSON (Expecting value: line 1 column 137"),
+    (b'"bounding-box"', "the label attribute must be a JSON object with 'annotations' and 'image_size', got a "
+                        "string"),
+    (b"[1, 2]", "the label attribute must be a JSON object with 'annotations' and 'image_size', got a list"),
+], ids=["truncated", "json-string", "json-list"])
+@pytest.mark.parametrize("last", [False, True], ids=["then-more-lines", "at-the-end"])
+def test_a_label_record_that_is_no_json_object_is_named(label_record, problem, last):
+    payloads = [jpeg(), GOOD_LABEL, jpeg(), label_record] + ([] if last else [jpeg(), GOOD_LABEL])
+    with pytest.raises(DataError) as raised:
+        list(stream_samples(records(*payloads), "train_0", num_classes=2))
+    message = str(raised.value)
+    assert message.startswith(f"train_0: record 3 (byte offset {offset_of(payloads, 3)}), the label of the image at "
+                              f"record 2: {problem}")
+    assert "AttributeNames" in message and "then its label attribute" in message
+
+
+def test_further_attributes_may_hold_any_json_value():
+    payloads = [jpeg(), GOOD_LABEL, b"5", b'"a note"', b"null", jpeg(60, 40), json.dumps(label([], 60, 40)).encode(),
+                b"[1]"]
+    samples = list(stream_samples(records(*payloads), "train_0", num_classes=2))
+    assert [s.name for s in samples] == ["train_0: records 0-1 (byte offset 0)",
+                                         f"train_0: records 5-6 (byte offset {offset_of(payloads, 5)})"]
+    assert samples[1].image_bytes == payloads[5]
+
+
+def test_a_further_attribute_that_is_not_json_is_named():
+    payloads = [jpeg(), GOOD_LABEL, b'{"class-map": {"1": "dog"', jpeg(), GOOD_LABEL]
+    with pytest.raises(DataError) as raised:
+        list(stream_samples(records(*payloads), "train_0", num_classes=2))
+    assert str(raised.value).startswith(f"train_0: record 2 (byte offset {offset_of(payloads, 2)}): is neither a JPEG "
+                                        "or PNG image nor valid JSON (Expecting ',' delimiter")
+
+
+def test_pipe_class_names_come_from_the_metadata_class_map():
+    names = ClassNames(2)
+    metadata = b'{"class-map": {"0": "cat", "1": "dog"}, "type": "groundtruth/object-detection"}'
+    payloads = [jpeg(), GOOD_LABEL, metadata, jpeg(), GOOD_LABEL, metadata]
+    assert len(list(stream_samples(records(*payloads), "train_0", 2, names))) == 2
+    assert names.names == {0: "cat", 1: "dog"}
+    clash = [jpeg(), GOOD_LABEL, b'{"class-map": {"1": "wolf"}}']
+    with pytest.raises(DataError, match=r"train_1: record 2 \(byte offset \d+\) \(a metadata attribute\): "
+                                        r"class-map\['1'\] names class_id 1 'wolf', but .* names it 'dog'"):
+        list(stream_samples(records(*clash), "train_1", 2, names))
+
+
+def test_a_pipe_mode_manifest_channel_learns_its_class_names_in_a_pass(tmp_path):
+    metadata = b'{"class-map": {"1": "dog"}}'
+    for name in ("train", "validation"):
+        (tmp_path / f"{name}_0").write_bytes(records(jpeg(), GOOD_LABEL, metadata).getvalue())
+    train, validation = (Channel(name, "application/x-image", "Pipe", "FullyReplicated", "RecordIO", tmp_path / name)
+                         for name in ("train", "validation"))
+    streams = open_sources(DataChannels(train, validation, None, None, None), num_classes=2)
+    assert class_names(2, *streams) == ["class_0", "class_1"]  # nothing read yet
+    assert len(list(streams[0].samples(0))) == 1
+    assert class_names(2, *streams) == ["class_0", "dog"]

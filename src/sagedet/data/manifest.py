@@ -11,7 +11,10 @@ whose name is the user's (e.g. ``bounding-box``)::
 - **Pipe mode** (S3DataType AugmentedManifestFile, RecordWrapperType RecordIO): SageMaker streams, for
   each line, one RecordIO record per attribute in AttributeNames order — the image's bytes, then the
   label attribute's value as JSON text (then any further attributes, e.g. the metadata, as JSON).
-  The image must come first (``source-ref`` first in AttributeNames).
+  The image must come first (``source-ref`` first in AttributeNames). Records are taken by position:
+  the record after an image is its label and must be a JSON object; after it, records that are JSON
+  text are further attributes (ignored, but a metadata attribute's ``class-map`` names the classes),
+  and the next one that is not is the next line's image.
 - **File mode**: the channel's folder holds one or more ``.manifest`` files (JSON lines) and the
   images; each ``source-ref`` is found in the folder by the longest tail of its path that exists
   there (``s3://bucket/a/b/img.jpg`` → ``a/b/img.jpg``, ``b/img.jpg``, ``img.jpg``).
@@ -35,7 +38,7 @@ from PIL import Image
 from ..errors import DataError
 from .annotations import ClassNames, kind, pixel_annotations
 from .dataset import DECODE_ERRORS
-from .recordio import Record, RecordReader
+from .recordio import Record, RecordReader, record_where
 from .sample import ImageFile, ImageFiles, Objects, RawSample, problems_report
 from .textfile import text_lines
 
@@ -80,45 +83,74 @@ def label_objects(where: str, value: Any, width: int, height: int, num_classes: 
 
 
 # --- Pipe mode: RecordIO-wrapped attributes ---------------------------------------------------------
-def _json_record(record: Record) -> Any:
-    """The record's JSON value, or None when it is not JSON (an image)."""
-    data = record.data.lstrip()
-    if not data[:1] in (b"{", b"["):
-        return None
+IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
+"""How JPEG and PNG files begin."""
+ATTRIBUTE_ORDER = ("each line's records are its image ('source-ref' first in AttributeNames), then its label "
+                   "attribute, then any further attributes, as JSON text")
+
+
+def _json_value(record: Record) -> tuple[Any, str | None]:
+    """The record's JSON value and None, or None and why the record is not JSON text."""
     try:
-        return json.loads(data)
-    except ValueError:
-        return None
+        return json.loads(record.data), None
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
+        return None, str(error)
 
 
-def stream_samples(stream: BinaryIO, name: str, num_classes: int) -> Iterator[RawSample]:
-    """The samples of a RecordIO-wrapped augmented manifest stream: an image record, then its label
-    record (and any further JSON records of the same line, ignored)."""
-    records = RecordReader(stream, name)
-    image: Record | None = None
-    labelled = False
-    for record in records:
-        value = _json_record(record)
-        where = f"{name}: record {record.index} (byte offset {record.offset})"
-        if value is None:  # an image: the previous one must have had its label
-            if image is not None and not labelled:
-                raise DataError(f"{name}: record {image.index} (byte offset {image.offset}): an image followed by "
-                                "another image, not by its label; AttributeNames must be ['source-ref', <label "
-                                "attribute>] in this order")
-            image, labelled = record, False
+def _is_image(data: bytes) -> bool:
+    return data.startswith(IMAGE_SIGNATURES)
+
+
+def stream_samples(stream: BinaryIO, name: str, num_classes: int,
+                   class_names: ClassNames | None = None) -> Iterator[RawSample]:
+    """The samples of a RecordIO-wrapped augmented manifest stream: for each line an image record,
+    then its label record (a JSON object), then any further attributes' records (JSON values, ignored,
+    but the ``class-map`` of a metadata attribute names classes in ``class_names``).
+
+    A record is taken by its position: the one after an image is that image's label; after a label, a
+    record that is JSON text is a further attribute of the line, any other record the next line's image."""
+    image: Record | None = None  # the current line's image, until its label arrives
+    image_problem: str | None = None  # why that record is not JSON text
+    labelled = False  # a label has been read: JSON records are further attributes until the next image
+    for record in RecordReader(stream, name):
+        where = record_where(name, record.index, record.offset)
+        if image is not None:
+            label_where = f"{where}, the label of the image at record {image.index}"
+            value = _label_value(name, record, label_where, image, image_problem)
+            image_where = f"{name}: records {image.index}-{record.index} (byte offset {image.offset})"
+            width, height = image_size(image_where, image.data)
+            yield RawSample(image_where, image.data, label_objects(label_where, value, width, height, num_classes))
+            image, labelled = None, True
             continue
-        if image is None:
+        value, problem = _json_value(record)
+        if problem is not None:
+            image, image_problem = record, problem
+        elif not labelled:
             raise DataError(f"{where}: a JSON record before any image; the first of AttributeNames must be "
                             "'source-ref' (the image), then the label attribute")
-        if labelled:
-            continue  # a further attribute of the same line (e.g. the metadata)
-        image_where = f"{name}: records {image.index}-{record.index} (byte offset {image.offset})"
-        width, height = image_size(image_where, image.data)
-        yield RawSample(image_where, image.data, label_objects(image_where, value, width, height, num_classes))
-        labelled = True
-    if image is not None and not labelled:
-        raise DataError(f"{name}: record {image.index} (byte offset {image.offset}): the stream ends after an image "
-                        "without its label record")
+        elif isinstance(value, dict) and "class-map" in value and class_names is not None:
+            class_names.add_class_map(f"{where} (a metadata attribute)", value["class-map"])
+    if image is not None:
+        raise DataError(f"{record_where(name, image.index, image.offset)}: the stream ends after an image without "
+                        "its label record")
+
+
+def _label_value(name: str, record: Record, where: str, image: Record, image_problem: str | None) -> dict:
+    """The JSON object of the label record that follows ``image``."""
+    value, problem = _json_value(record)
+    if problem is not None:
+        image_where = record_where(name, image.index, image.offset)
+        if _is_image(record.data) and not _is_image(image.data):
+            raise DataError(f"{image_where}: is neither a JPEG or PNG image nor valid JSON ({image_problem}), and "
+                            f"record {record.index} after it is an image; {ATTRIBUTE_ORDER}")
+        if _is_image(record.data):
+            raise DataError(f"{image_where}: an image followed by another image (record {record.index}), not by its "
+                            "label; AttributeNames must be ['source-ref', <label attribute>] in this order")
+        raise DataError(f"{where}: the label attribute is not valid JSON ({problem}); {ATTRIBUTE_ORDER}")
+    if not isinstance(value, dict):
+        raise DataError(f"{where}: the label attribute must be a JSON object with 'annotations' and 'image_size', "
+                        f"got {kind(value)}; {ATTRIBUTE_ORDER}")
+    return value
 
 
 # --- File mode: .manifest files beside the images ------------------------------------------------------

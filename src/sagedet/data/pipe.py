@@ -52,15 +52,17 @@ def open_pipe(path: Path, timeout: float, poll: float = 0.1) -> BinaryIO:
 
 class PipeStream:
     """One Pipe-mode channel: ``samples(n)`` reads the n-th FIFO of the job (n counts the passes this
-    process has made, from 0) with ``parse`` (stream, name) → raw samples."""
+    process has made, from 0) with ``parse`` (stream, name) → raw samples. ``class_names`` is the dict
+    that ``parse`` fills as it reads (an augmented manifest's metadata ``class-map``): complete once a
+    pass has been read."""
 
-    def __init__(self, channel_path: Path, channel: str,
-                 parse: Callable[[BinaryIO, str], Iterator[RawSample]], timeout: float | None = None) -> None:
+    def __init__(self, channel_path: Path, channel: str, parse: Callable[[BinaryIO, str], Iterator[RawSample]],
+                 timeout: float | None = None, class_names: dict[int, str] | None = None) -> None:
         self.channel_path = Path(channel_path)
         self.channel = channel
         self.parse = parse
         self.timeout = pipe_timeout() if timeout is None else timeout
-        self.class_names: dict[int, str] = {}
+        self.class_names: dict[int, str] = {} if class_names is None else class_names
 
     def samples(self, epoch: int) -> Iterator[RawSample]:
         path = pipe_path(self.channel_path, epoch)

@@ -15,6 +15,7 @@ from functools import partial
 
 from ..sagemaker.channels import AUGMENTED_MANIFEST, IMAGE_JSON, RECORDIO, Channel, DataChannels
 from . import manifest, recordio_source
+from .annotations import ClassNames
 from .imagejson import ImageJsonSource
 from .loaders import TrainingData
 from .manifest import ManifestSource
@@ -38,9 +39,10 @@ def _open(channel: Channel, data_format: str, num_classes: int, label_width: int
     if channel.input_mode == "Pipe":
         if data_format == RECORDIO:
             parse = partial(recordio_source.stream_samples, num_classes=num_classes, label_width=label_width)
-        else:
-            parse = partial(manifest.stream_samples, num_classes=num_classes)
-        return PipeStream(channel.path, channel.name, parse)
+            return PipeStream(channel.path, channel.name, parse)
+        names = ClassNames(num_classes)  # filled from the metadata attributes' class-map as the records arrive
+        parse = partial(manifest.stream_samples, num_classes=num_classes, class_names=names)
+        return PipeStream(channel.path, channel.name, parse, class_names=names.names)
     if data_format == RECORDIO:
         return RecordIOSource(channel.path, num_classes, label_width, channel.name)
     assert data_format == AUGMENTED_MANIFEST, data_format
@@ -48,7 +50,8 @@ def _open(channel: Channel, data_format: str, num_classes: int, label_width: int
 
 
 def class_names(num_classes: int, *sources: TrainingData) -> list[str]:
-    """One name per class id: from the annotations' categories, else ``class_<id>``."""
+    """One name per class id: from the annotations' categories, else ``class_<id>``. A Pipe-mode
+    manifest stream learns its names (metadata ``class-map``) as it is read: ask after a pass."""
     names: dict[int, str] = {}
     for source in sources:
         for class_id, name in source.class_names.items():

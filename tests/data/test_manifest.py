@@ -19,9 +19,9 @@ from sagedet.sagemaker.channels import Channel, DataChannels
 from sagedet.errors import DataError
 
 
-def jpeg(width=100, height=50) -> bytes:
+def jpeg(width=100, height=50, mode="RGB", image_format="JPEG") -> bytes:
     out = io.BytesIO()
-    Image.new("RGB", (width, height), (200, 30, 30)).save(out, "JPEG")
+    Image.new(mode, (width, height), (200, 30, 30) if mode == "RGB" else 128).save(out, image_format)
     return out.getvalue()
 
 
@@ -30,6 +30,7 @@ def label(annotations, width=100, height=50):
 
 
 BOX = {"class_id": 1, "left": 10, "top": 5, "width": 40, "height": 20}
+GOOD_LABEL = json.dumps(label([BOX])).encode()
 
 
 def line(ref, value, attribute="bounding-box", class_map=None):
@@ -86,6 +87,22 @@ def test_file_mode_reports_every_bad_line_at_once(channel):
     assert "line 6: 'bounding-box': annotations[0]: box left=90" in message
 
 
+def test_file_mode_refuses_images_that_are_not_rgb_jpeg_or_png_up_front(channel):
+    (channel / "gray.jpg").write_bytes(jpeg(mode="L"))
+    (channel / "anim.gif").write_bytes(jpeg(image_format="GIF"))
+    (channel / "train.manifest").write_text("\n".join([
+        line("s3://b/images/a/one.jpg", label([BOX])), line("s3://b/gray.jpg", label([BOX])),
+        line("s3://b/anim.gif", label([BOX]))]))
+    with pytest.raises(DataError) as raised:
+        ManifestSource(channel, num_classes=2, channel="train")
+    message = str(raised.value)
+    assert message.startswith("2 problem(s) in the train data:")
+    assert ("train/train.manifest: line 2: train/gray.jpg: has 1 channel(s) (PIL mode L); only 3-channel RGB images "
+            "are supported") in message
+    assert "train/train.manifest: line 3: train/anim.gif: is a GIF image; only JPEG and PNG images are supported" \
+        in message
+
+
 def test_a_channel_without_manifest_is_named(tmp_path):
     (tmp_path / "train").mkdir()
     with pytest.raises(DataError, match=r"The train channel \(.*\) holds no .manifest file"):
@@ -123,15 +140,15 @@ def test_pipe_records_image_then_label_then_metadata():
     ((b"\xff\xd8\xff image one", b"\xff\xd8\xff image two"),
      "train_0: record 0 (byte offset 0): an image followed by another image (record 1)"),
     ((b"\xff\xd8 image",), "the stream ends after an image without its label record"),
-    ((b"\xff\xd8 not a jpeg", b'{"annotations": []}'), "train_0: records 0-1 (byte offset 0): the image does not decode"),
+    ((b"\xff\xd8 not a jpeg", b'{"annotations": []}'), "train_0: records 0-1 (byte offset 0): does not decode as JPEG"),
+    ((jpeg(mode="L"), GOOD_LABEL),
+     "train_0: records 0-1 (byte offset 0): has 1 channel(s) (PIL mode L); only 3-channel"),
 ])
 def test_pipe_stream_errors_name_the_record(payloads, expected):
     with pytest.raises(DataError) as raised:
         list(stream_samples(records(*payloads), "train_0", num_classes=2))
     assert expected in str(raised.value)
 
-
-GOOD_LABEL = json.dumps(label([BOX])).encode()
 
 
 def offset_of(payloads, index: int) -> int:

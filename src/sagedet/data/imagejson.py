@@ -23,6 +23,7 @@ all problems found are reported in one :class:`~sagedet.errors.DataError`.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections import defaultdict
@@ -118,7 +119,7 @@ class ImageJsonSource(ImageFiles):
 
     def _entry(self, json_name: str, document: dict, image_rel: str, image_path: Path) -> ImageFile:
         image_name = f"{self._channel}/{image_rel}"
-        width, height = _image_header(image_name, image_path)
+        width, height = rgb_image_size(image_name, image_path)
         claimed_width, claimed_height = _image_size(json_name, document)
         if (claimed_width, claimed_height) != (width, height):
             hint = " (EXIF orientation is not applied: sizes refer to the stored pixels)"
@@ -173,15 +174,16 @@ def _image_size(json_name: str, document: dict) -> tuple[Any, Any]:
     return width, height
 
 
-def _image_header(image_name: str, path: Path) -> tuple[int, int]:
-    """The width and height of an RGB JPEG or PNG, read from its header only."""
+def rgb_image_size(where: str, image: bytes | Path) -> tuple[int, int]:
+    """The width and height of an RGB JPEG or PNG (its bytes, or its file), read from its header
+    only; any other image is refused, ``where`` naming it (image+JSON and manifest data)."""
     try:
-        with Image.open(path) as image:
-            image_format, mode, size = image.format, image.mode, image.size
+        with Image.open(io.BytesIO(image) if isinstance(image, bytes) else image) as opened:
+            image_format, mode, size = opened.format, opened.mode, opened.size
     except DECODE_ERRORS as error:
-        raise DataError(f"{image_name}: does not decode as JPEG or PNG ({error})") from None
+        raise DataError(f"{where}: does not decode as JPEG or PNG ({error})") from None
     if image_format not in IMAGE_FORMATS:
-        raise DataError(f"{image_name}: is a {image_format} image; only JPEG and PNG images are supported")
+        raise DataError(f"{where}: is a {image_format} image; only JPEG and PNG images are supported")
     if mode != "RGB":
-        raise DataError(f"{image_name}: {not_rgb_reason(mode)}")
+        raise DataError(f"{where}: {not_rgb_reason(mode)}")
     return size

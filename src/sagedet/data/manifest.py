@@ -21,23 +21,22 @@ whose name is the user's (e.g. ``bounding-box``)::
 
 The label attribute is the one attribute (other than ``source-ref`` and ``*-metadata``) whose value
 holds ``annotations``. Boxes are pixels of the stored image; they are normalized with the image's
-real size (read from its header), and an ``image_size`` that disagrees with it is an error.
+real size (read from its header), and an ``image_size`` that disagrees with it is an error. Only RGB
+JPEG and PNG images are accepted, as in image+JSON data: checked from their headers, up front in File
+mode, as the records arrive in Pipe mode.
 """
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
-from PIL import Image
-
 from ..errors import DataError
 from .annotations import ClassNames, kind, pixel_annotations
-from .dataset import DECODE_ERRORS
+from .imagejson import rgb_image_size
 from .recordio import Record, RecordReader, record_where
 from .sample import ImageFile, ImageFiles, Objects, RawSample, problems_report
 from .textfile import text_lines
@@ -58,15 +57,6 @@ def label_attribute(where: str, line: dict) -> str:
         raise DataError(f"{where}: {problem} with 'annotations' (an object-detection label attribute, e.g. "
                         f"'bounding-box': {{'image_size': [...], 'annotations': [...]}}); attributes: {found}")
     return candidates[0]
-
-
-def image_size(where: str, image: bytes | Path) -> tuple[int, int]:
-    """Width and height from the header of an image (its bytes, or its file)."""
-    try:
-        with Image.open(io.BytesIO(image) if isinstance(image, bytes) else image) as image:
-            return image.size
-    except DECODE_ERRORS as error:
-        raise DataError(f"{where}: the image does not decode as JPEG or PNG ({error})") from None
 
 
 def label_objects(where: str, value: Any, width: int, height: int, num_classes: int) -> Objects:
@@ -118,7 +108,7 @@ def stream_samples(stream: BinaryIO, name: str, num_classes: int,
             label_where = f"{where}, the label of the image at record {image.index}"
             value = _label_value(name, record, label_where, image, image_problem)
             image_where = f"{name}: records {image.index}-{record.index} (byte offset {image.offset})"
-            width, height = image_size(image_where, image.data)
+            width, height = rgb_image_size(image_where, image.data)
             yield RawSample(image_where, image.data, label_objects(label_where, value, width, height, num_classes))
             image, labelled = None, True
             continue
@@ -201,7 +191,7 @@ class ManifestSource(ImageFiles):
             raise DataError(f"{where}: image {reference!r} not found in the {channel} channel ({root}); looked for "
                             "the tails of its path there")
         name = f"{channel}/{path.relative_to(root).as_posix()}"
-        width, height = image_size(name, path)
+        width, height = rgb_image_size(f"{where}: {name}", path)
         objects = label_objects(f"{where}: '{attribute}'", line[attribute], width, height, num_classes)
         metadata = line.get(attribute + METADATA_SUFFIX)
         if isinstance(metadata, dict) and "class-map" in metadata:

@@ -4,6 +4,7 @@ hand-built .rec files."""
 from __future__ import annotations
 
 import io
+import logging
 
 import numpy as np
 import pytest
@@ -40,12 +41,16 @@ def with_index(request) -> bool:
     return request.param
 
 
+def write_with_split_record(path) -> list[int]:
+    """RECORDS as ``path``, the second split in parts; their offsets."""
+    path.parent.mkdir()
+    path.write_bytes(part(RECORDS[0]) + split_record() + part(RECORDS[2]))
+    return [0, len(part(RECORDS[0])), len(part(RECORDS[0])) + len(split_record())]
+
+
 def test_reads_records_with_or_without_idx(tmp_path, with_index):
     path = tmp_path / "train" / "data.rec"
-    data = part(RECORDS[0]) + split_record() + part(RECORDS[2])
-    path.parent.mkdir()
-    path.write_bytes(data)
-    starts = [0, len(part(RECORDS[0])), len(part(RECORDS[0])) + len(split_record())]
+    starts = write_with_split_record(path)
     if with_index:
         path.with_suffix(".idx").write_text("".join(f"{k}\t{o}\n" for k, o in enumerate(starts)))
 
@@ -104,19 +109,58 @@ def test_every_problem_of_every_file_is_reported_at_once(tmp_path, with_index):
     assert "c.rec" not in message
 
 
-def test_an_idx_pointing_past_the_end(tmp_path):
-    path = tmp_path / "train" / "a.rec"
-    write_rec(path, RECORDS[0], RECORDS[2])
-    path.with_suffix(".idx").write_text(f"0\t0\n1\t{len(part(RECORDS[0]))}\n2\t100000\n")
-    message = load_error(tmp_path / "train")
-    assert f"{path.with_suffix('.idx')}: line 3 points at byte 100000, past the end of train/a.rec" in message
+def load_warning(root, caplog, records: int) -> str:
+    """The one warning that loading ``root`` (whose .rec files hold ``records`` records) logs."""
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sagedet.data.recordio_source"):
+        source = load(root)
+    assert len(source) == records
+    assert [s.name for s in map(source.read, range(len(source)))] == [source.name(i) for i in range(records)]
+    assert len(caplog.records) == 1, caplog.text
+    return caplog.records[0].getMessage()
 
 
-def test_an_idx_pointing_inside_a_record(tmp_path):
+IGNORED = ". The .idx file is ignored: all {n} records of train/a.rec are read, found by walking it."
+
+
+@pytest.mark.parametrize(("lines", "problem"), [
+    (lambda o: f"0\t{o[0]}\n1\t{o[1]}\n", "it lists 2 of the 4 records (the first one missing is at byte {o[2]})"),
+    (lambda o: "".join(f"{k}\t0\n" for k in range(4)),
+     "3 entries repeat an earlier entry's byte offset (key 1 at byte 0, key 2 at byte 0, key 3 at byte 0); it lists "
+     "1 of the 4 records (the first one missing is at byte {o[1]})"),
+    (lambda o: "".join(f"{k}\t{v}\n" for k, v in enumerate(o)) + f"4\t{o[3]}\n",
+     "1 entry repeats an earlier entry's byte offset (key 4 at byte {o[3]})"),
+    (lambda o: f"0\t0\n1\t12\n2\t{o[2]}\n3\t100000\n",
+     "2 of its 4 entries point where no record starts (key 1 at byte 12, key 3 at byte 100000); it lists 2 of the 4 "
+     "records (the first one missing is at byte {o[1]})"),
+    (lambda o: "0\t0\n1 x\n", "line 2: '1 x' is not 'key<TAB>byte offset'"),
+], ids=["stale", "one-offset-for-all", "a-repeated-line", "not-at-record-starts", "malformed"])
+def test_an_idx_that_disagrees_with_the_rec_is_named_and_ignored(tmp_path, caplog, lines, problem):
+    path = tmp_path / "train" / "a.rec"
+    starts = write_rec(path, RECORDS[0], RECORDS[2], RECORDS[0], RECORDS[2])
+    path.with_suffix(".idx").write_text(lines(starts))
+    message = load_warning(tmp_path / "train", caplog, 4)
+    assert message == (f"warning: {path.with_suffix('.idx')} does not match train/a.rec: {problem.format(o=starts)}"
+                       + IGNORED.format(n=4))
+
+
+def test_a_binary_idx_is_named_and_ignored(tmp_path, caplog):
     path = tmp_path / "train" / "a.rec"
     write_rec(path, RECORDS[0], RECORDS[2])
-    path.with_suffix(".idx").write_text("0\t0\n1\t12\n")
-    assert "train/a.rec: record 1 (byte offset 12): bad magic" in load_error(tmp_path / "train")
+    path.with_suffix(".idx").write_bytes(b"0\t0\n\xff\xfe\n")
+    assert (f"{path.with_suffix('.idx')} does not match train/a.rec: line 2: byte 0xff at byte offset 4 is not UTF-8; "
+            "an .idx file") in load_warning(tmp_path / "train", caplog, 2)
+
+
+def test_an_idx_that_lists_every_record_once_in_any_order_is_quiet(tmp_path, caplog):
+    path = tmp_path / "train" / "a.rec"
+    starts = write_with_split_record(path)
+    path.with_suffix(".idx").write_text(f"7\t{starts[2]}\n7\t{starts[0]}\n3\t{starts[1]}\n")  # keys are not used
+    with caplog.at_level(logging.WARNING):
+        source = load(tmp_path / "train")
+    assert caplog.records == []
+    names = [f"train/a.rec: record {i} (byte offset {offset})" for i, offset in enumerate(starts)]
+    assert [source.name(i) for i in range(3)] == names
 
 
 @pytest.mark.parametrize("cut", [8 + 24 + 8, 8 + 24 + 9, 8 + 24 + 4 * 12 + 10], ids=["in-label", "in-label-odd",

@@ -1,16 +1,23 @@
 """MXNet RecordIO training data: the ``.rec`` files of a File-mode channel as a random-access
 :class:`~sagedet.data.sample.SampleSource`, and a Pipe-mode stream as raw samples one by one.
 
-File mode: every ``.rec`` file under the channel's folder (sorted by path) is indexed up front —
-from its ``.idx`` file when one lies beside it (same name, suffix .idx), else by walking the
-framing words — and every record's label is read and checked (header and label only: the image
-bytes are not read). All problems found are reported at once. A sample's image bytes are read
-from its offset when the DataLoader worker asks for it, so a large file is never held in memory.
+File mode: every ``.rec`` file under the channel's folder (sorted by path) is indexed up front by
+walking its framing words (8 bytes read per record, then a seek), so that every record of the file
+is read, as MXNet's built-in reads them; then every record's label is read and checked (header and
+label only: the image bytes are not read). All problems found are reported at once. A sample's
+image bytes are read from its offset when the DataLoader worker asks for it, so a large file is
+never held in memory.
+
+An ``.idx`` file beside a ``.rec`` (same name, suffix .idx) is not trusted: one that disagrees with
+the walk (stale, from another file, lines missing or repeated, offsets where no record starts) is
+named in a warning and ignored. Checking an .idx costs the walk itself (its offsets must chain from
+byte 0 to the end of the file, each record's parts included), so the walk is what is used.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +31,8 @@ from .detection_label import parse_detection_label
 from .recordio import (HEADER, HEADER_SIZE, LENGTH_LIMIT, MAGIC, WORD, Record, RecordReader, read_exactly, read_index,
                        read_record_at, record_at, record_where, scan_offsets, unpack)
 from .sample import Objects, RawSample, problems_report
+
+logger = logging.getLogger(__name__)
 
 
 def class_names_beside(rec: Path, num_classes: int) -> dict[int, str]:
@@ -122,7 +131,7 @@ class RecordIOSource:
     def _index_file(self, path: Path, file_name: str, errors: list[str]) -> list[_Entry]:
         entries = []
         size = path.stat().st_size
-        offsets = _offsets(path, file_name, size)
+        offsets = _offsets(path, file_name)
         with open(path, "rb") as stream:
             for i, offset in enumerate(offsets):
                 try:
@@ -135,18 +144,52 @@ class RecordIOSource:
         return entries
 
 
-def _offsets(path: Path, file_name: str, size: int) -> list[int]:
-    """Every record's byte offset: from the .idx file beside ``path`` (checked against the file's
-    ``size``), else by walking the framing words (a truncated file or a bad magic is an error here)."""
+def _offsets(path: Path, file_name: str) -> list[int]:
+    """Every record's byte offset, by walking the framing words (a truncated file or a bad magic is an
+    error here); an .idx file beside ``path`` that disagrees is named in a warning and ignored."""
+    offsets = scan_offsets(path, file_name)
     index_file = path.with_suffix(".idx")
-    if not index_file.is_file():
-        return scan_offsets(path, file_name)
-    offsets = [offset for _, offset in read_index(index_file)]
-    for line, offset in enumerate(offsets, 1):
-        if offset >= size:
-            raise DataError(f"{index_file}: line {line} points at byte {offset}, past the end of {file_name} "
-                            f"({size} bytes); the .idx file does not belong to this .rec file")
+    if index_file.is_file():
+        problems = _index_problems(index_file, offsets)
+        if problems:
+            logger.warning(f"warning: {index_file} does not match {file_name}: {'; '.join(problems)}. The .idx file "
+                           f"is ignored: all {len(offsets)} records of {file_name} are read, found by walking it.")
     return offsets
+
+
+def _index_problems(index_file: Path, offsets: list[int]) -> list[str]:
+    """How the .idx file's entries disagree with the records' ``offsets`` (none when they list every
+    record once)."""
+    try:
+        entries = read_index(index_file)
+    except DataError as error:
+        return [str(error).removeprefix(f"{index_file}: ")]
+    starts = set(offsets)
+    listed: dict[int, int] = {}  # byte offset -> the key of its first entry
+    nowhere, repeated = [], []
+    for key, offset in entries:
+        if offset not in starts:
+            nowhere.append((key, offset))
+        elif offset in listed:
+            repeated.append((key, offset))
+        listed.setdefault(offset, key)
+    problems = []
+    if nowhere:
+        problems.append(f"{len(nowhere)} of its {len(entries)} entries point where no record starts "
+                        f"({_examples(nowhere)})")
+    if repeated:
+        repeat = "entry repeats" if len(repeated) == 1 else "entries repeat"
+        problems.append(f"{len(repeated)} {repeat} an earlier entry's byte offset ({_examples(repeated)})")
+    missing = [offset for offset in offsets if offset not in listed]
+    if missing:
+        problems.append(f"it lists {len(offsets) - len(missing)} of the {len(offsets)} records (the first one "
+                        f"missing is at byte {missing[0]})")
+    return problems
+
+
+def _examples(entries: list[tuple[int, int]], shown: int = 3) -> str:
+    listed = ", ".join(f"key {key} at byte {offset}" for key, offset in entries[:shown])
+    return listed + (", ..." if len(entries) > shown else "")
 
 
 def _read_label(stream: BinaryIO, file_name: str, index: int, offset: int, size: int) -> tuple[np.ndarray, bool]:

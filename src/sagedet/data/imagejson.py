@@ -13,9 +13,11 @@ with the image's base name, anywhere under its folder::
 named like the JSON (any folder, any of the suffixes) is used. ``file`` may be left out; ``categories``
 is optional; other keys are ignored. Boxes are in pixels of the stored image (EXIF orientation is
 not applied), origin top-left; a box may stick out of the image by up to 1 pixel (rounding) and is
-clipped. Class ids are integers in [0, num_classes). An image with no annotations is a negative
-example. Only 3-channel (RGB) JPEG and PNG images are accepted. Hidden files and folders (name
-starting with ".") are skipped; other file types are ignored.
+clipped. Class ids are integers in [0, num_classes). An image with no annotations is accepted but
+contributes no loss (it does not act as a negative example): hard negative mining takes 3 background
+default boxes per matched one within each image, as torchvision's SSD does, and it has no matched
+one. Only 3-channel (RGB) JPEG and PNG images are accepted. Hidden files and folders (name starting
+with ".") are skipped; other file types are ignored.
 
 Everything is indexed and checked up front from the JSON and the image headers (no pixel decoding);
 all problems found are reported in one :class:`~sagedet.errors.DataError`.

@@ -73,7 +73,7 @@ class RandomIoUCrop(torch.nn.Module):
     trials in a few tensor operations and taking the first that passes gives the same distribution of
     windows as torchvision's loop, which checks them one by one in Python (10.6 of the 35.4 ms a data
     worker spent on a 500x375 JPEG, bench/checks/augmentation_cost.py --stages). Unlike torchvision's, which refuses
-    them, an image without boxes (a negative example) is passed through uncropped.
+    them, an image without boxes (accepted in training, though it contributes no loss) is passed through uncropped.
 
     Called as ``crop(image, target)`` with XYXY boxes, as in :func:`train_transform`; a
     ``target["region"]`` is cropped with the image.

@@ -8,7 +8,8 @@
 contiguous: class ids 0..n-1 follow the sorted category ids, and the names travel with them.
 Annotations with ``iscrowd`` set (crowd regions, not single objects) are left out. The images are
 ``file_name`` relative to ``--images`` (default: the JSON's folder); images without annotations are
-negative examples. Written with category id = class id + 1 and the images copied beside the JSON.
+kept, with no objects (training accepts them, but they contribute no loss). Written with category
+id = class id + 1 and the images copied beside the JSON.
 """
 
 from __future__ import annotations

@@ -7,11 +7,13 @@ import os
 import random
 import threading
 import time
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
 
+from sagedet.data import manifest, recordio_source
 from sagedet.data.dataset import Batch
 from sagedet.data.loaders import StreamBatches, build_loader, shared_memory_free, shuffled, workers_that_fit
 from sagedet.data.pipe import PipeStream, open_pipe, pipe_timeout
@@ -98,6 +100,19 @@ def test_pipe_stream_reads_channel_underscore_epoch(tmp_path):
         (tmp_path / f"train_{n}").write_bytes(f"pass {n}".encode())
     stream = PipeStream(tmp_path / "train", "train", lambda s, name: iter([(name, s.read())]), timeout=1)
     assert list(stream.samples(1)) == [("train_1", b"pass 1")]
+
+
+@pytest.mark.parametrize("data_format", ["recordio", "manifest"])
+def test_an_empty_fifo_is_an_error_not_an_epoch_of_nothing(tmp_path, data_format):
+    (tmp_path / "train_0").write_bytes(b"")
+    parse = partial(recordio_source.stream_samples, num_classes=2, label_width=None) if data_format == "recordio" \
+        else partial(manifest.stream_samples, num_classes=2)
+    stream = PipeStream(tmp_path / "train", "train", parse, timeout=1)
+    with pytest.raises(DataError) as raised:
+        list(StreamBatches(stream, 4, training=True))
+    assert str(raised.value).startswith(f"train_0: the FIFO held no records ({tmp_path / 'train_0'} ended before its "
+                                        "first record); in Pipe mode SageMaker streams the whole train channel once "
+                                        "per epoch")
 
 
 def test_pipe_timeout_from_the_environment(monkeypatch):

@@ -65,6 +65,16 @@ class PipeStream:
         self.class_names: dict[int, str] = {} if class_names is None else class_names
 
     def samples(self, epoch: int) -> Iterator[RawSample]:
+        """The samples of pass ``epoch``; a FIFO that ends before its first record is an error (an epoch
+        would train on nothing)."""
         path = pipe_path(self.channel_path, epoch)
+        name = f"{self.channel}_{epoch}"
+        count = 0
         with open_pipe(path, self.timeout) as stream:
-            yield from self.parse(stream, f"{self.channel}_{epoch}")
+            for sample in self.parse(stream, name):
+                count += 1
+                yield sample
+        if not count:
+            raise DataError(f"{name}: the FIFO held no records ({path} ended before its first record); in Pipe mode "
+                            f"SageMaker streams the whole {self.channel} channel once per epoch: is its S3 data (or "
+                            "its manifest) empty, or, with ShardedByS3Key, is this host's share empty?")

@@ -58,6 +58,10 @@ def test_trains_from_pipe_mode_fifos_over_two_epochs(tmp_path, images, data_form
     assert [r["epoch"] for r in records] == list(range(EPOCHS))
     assert all(0.0 <= r["validation_map"] <= 1.0 and r["train_loss"] > 0 for r in records)
     assert (paths.model_dir / "model.safetensors").is_file()
+    names = json.loads((paths.model_dir / "model.json").read_text())["class_names"]
+    # a streamed manifest's metadata attribute names its classes (its class-map), learned during the passes
+    assert names == (["rectangle", "class_1", "class_2"] if data_format == "augmented-manifest" else
+                     ["class_0", "class_1", "class_2"])
 
 
 def test_a_bad_record_in_the_pipe_fails_the_job_naming_it(tmp_path, images):

@@ -221,7 +221,6 @@ def run_training(paths: SageMakerPaths, stop: StopRequest, rank: Rank = SOLO) ->
             f"training data and part {runtime.validation_shard.index + 1} of {runtime.validation_shard.count} of the "
             f"validation data, {runtime.batch_size} images a step")
     train_source, validation_source = open_sources(channels, config.num_classes, config.label_width)
-    names = class_names(config.num_classes, train_source, validation_source)
     if is_stream(train_source):
         say(f"data: {channels.format} streamed in Pipe mode from {channels.train.path}_<epoch> and "
             f"{channels.validation.path}_<epoch>")
@@ -253,6 +252,7 @@ def run_training(paths: SageMakerPaths, stop: StopRequest, rank: Rank = SOLO) ->
         trainer.resume()
         result = trainer.fit()
         if rank.is_main:
+            names = class_names(config.num_classes, train_source, validation_source)  # a stream's, after a pass
             save_model(paths.model_dir, result.best_state,
                        model_metadata(config, names, result.best_epoch, result.best_map, result.epochs_completed))
             log(f"model written to {paths.model_dir} (best epoch {result.best_epoch}, validation mAP "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 from pathlib import Path
@@ -11,7 +12,7 @@ import torch
 from serve_harness import one_torch_thread, write_model  # noqa: F401
 from trained_like import write_model as write_trained_like
 
-from sagedet.errors import ConfigError
+from sagedet.errors import ConfigError, ModelError
 from sagedet.export.writer import TOLERANCE
 from sagedet.model.saved import load_detector
 from sagedet.serve import engines
@@ -68,9 +69,9 @@ def test_auto_measures_on_the_largest_batch_the_worker_will_run(model_dir: Path,
     seen = []
     original = engines.measure
 
-    def measure(graphs, image_shape, device, batch=1):
+    def measure(graphs, image_shape, device, batch=1, **options):
         seen.append(batch)
-        return original(graphs, image_shape, device, batch=batch)
+        return original(graphs, image_shape, device, batch=batch, **options)
     monkeypatch.setattr(engines, "measure", measure)
     batched = Predictor.load(model_dir, "cpu", batching=Batching(max_size=4, max_delay=0.01))
     alone = Predictor.load(model_dir, "cpu")
@@ -130,3 +131,82 @@ def test_auto_skips_a_path_that_cannot_be_built_and_says_why(model_dir: Path, mo
     engine = build_engine("auto", model, model_dir, CPU)
     assert set(engine.timings) == {"eager", "onnxruntime"} and engine.name in engine.timings
     assert "torchscript could not be built (RuntimeError: tracing failed)" in engine.describe()
+
+
+def test_auto_leaves_out_a_path_that_does_not_answer_as_eager_and_says_why(model_dir: Path, monkeypatch):
+    """The probe's first call of each path is compared with eager's: a path off by more than the
+    identity tolerance, or failing on the probe images, is left out and the others are measured."""
+    def off_by(model, device):
+        graph = engines.eager_path(model, device)
+        return lambda images: tuple(t + 0.02 for t in graph(images))
+
+    def fails(model, device):
+        def run(images):
+            raise RuntimeError("bad input shape")
+        return run
+    monkeypatch.setattr(engines, "torchscript_path", off_by)
+    monkeypatch.setattr(engines, "winograd_path", fails)
+    monkeypatch.setattr(engines, "available_paths", lambda device, model: ["eager", "torchscript", "winograd"])
+    model, _ = load_detector(model_dir)
+    engine = build_engine("auto", model, model_dir, CPU)
+    assert engine.name == "eager" and set(engine.timings) == {"eager"}
+    described = engine.describe()
+    assert ("torchscript left out: the torchscript path does not answer as the model does: its outputs differ from "
+            "the model's by 0.02 on the probe images (allowed 0.01)") in described
+    assert ("winograd left out: the winograd path does not answer as the model does: it fails on the model's "
+            "images: RuntimeError: bad input shape") in described
+
+
+def test_a_requested_path_that_does_not_answer_as_eager_stops_the_worker(model_dir: Path, monkeypatch):
+    def off_by(model, device):
+        graph = engines.eager_path(model, device)
+        return lambda images: tuple(t + 0.02 for t in graph(images))
+    monkeypatch.setattr(engines, "torchscript_path", off_by)
+    model, _ = load_detector(model_dir)
+    with pytest.raises(ModelError, match=r"^SAGEDET_INFERENCE_PATH=torchscript: the torchscript path does not "
+                                         r"answer as the model does: its outputs differ from the model's by 0\.02"):
+        build_engine("torchscript", model, model_dir, CPU)
+
+
+STALE = {"another seed": r"is not the model in {weights}: its outputs differ from the model's by 0\.[0-9]+ on the "
+                         r"probe images \(allowed 0\.01\)",
+         "another side": r"takes images of shape \(batch, 3, 64, 64\), but {metadata} has image_shape 96 \(images "
+                         r"of shape \(batch, 3, 96, 96\)\)"}
+
+
+@pytest.fixture(scope="module", params=list(STALE))
+def stale_onnx(request, tmp_path_factory) -> tuple[Path, str]:
+    """A model folder whose model.onnx was exported from another model: the same network with other
+    weights, or at another image side; and what the refusal says after the file's name."""
+    from sagedet.export.onnx import to_bytes
+
+    root = tmp_path_factory.mktemp("stale-onnx")
+    write_model(root / "model", image_shape=96, seed=1)
+    write_model(root / "previous", image_shape=96 if request.param == "another seed" else 64, seed=2)
+    previous, _ = load_detector(root / "previous")
+    (root / "model" / "model.onnx").write_bytes(to_bytes(previous))
+    why = STALE[request.param].format(weights=re.escape(str(root / "model" / "model.safetensors")),
+                                      metadata=re.escape(str(root / "model" / "model.json")))
+    return root / "model", f"{re.escape(str(root / 'model' / 'model.onnx'))} {why}"
+
+
+def test_auto_leaves_out_a_model_onnx_from_another_model(stale_onnx: tuple[Path, str]):
+    folder, why = stale_onnx
+    model, _ = load_detector(folder)
+    engine = build_engine("auto", model, folder, CPU)
+    assert engine.name != "onnxruntime" and set(engine.timings) == {"eager", "torchscript"}
+    assert re.search(why + r".*; a model\.onnx left from another model\? Export it again from this folder "
+                           r"\(sagedet export --model DIR --output DIR --format onnx\) or remove it",
+                     engine.failed["onnxruntime"]), engine.failed
+    assert "; onnxruntime " in engine.describe()
+    images = torch.rand(2, 3, 96, 96, generator=torch.Generator().manual_seed(7))
+    with torch.inference_mode():
+        for a, b in zip(engine(images), model.decode(*model(images))):
+            torch.testing.assert_close(a, b, atol=TOLERANCE, rtol=0)  # the folder's own model answers
+
+
+def test_a_requested_onnxruntime_path_refuses_a_model_onnx_from_another_model(stale_onnx: tuple[Path, str]):
+    folder, why = stale_onnx
+    model, _ = load_detector(folder)
+    with pytest.raises(ModelError, match=r"^SAGEDET_INFERENCE_PATH=onnxruntime: " + why):
+        build_engine("onnxruntime", model, folder, CPU)

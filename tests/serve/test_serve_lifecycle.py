@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -54,7 +55,8 @@ def test_sigterm_lets_requests_in_flight_finish_then_exits_0(tmp_path: Path):
 
 def run_serve(opt_ml: Path, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
     environ = {"SAGEDET_OPT_ML": str(opt_ml), "SAGEDET_BIND_HOST": "127.0.0.1",
-               "SAGEMAKER_BIND_TO_PORT": str(free_port()), "PATH": "/usr/bin:/bin", **env}
+               "SAGEMAKER_BIND_TO_PORT": str(free_port()), "PATH": "/usr/bin:/bin",
+               **{k: os.environ[k] for k in ["PYTHONPATH"] if k in os.environ}, **env}  # the sagedet under test
     return subprocess.run([sys.executable, str(SERVE)], env=environ, capture_output=True, text=True, timeout=timeout)
 
 
@@ -87,3 +89,25 @@ def test_model_that_does_not_load_stops_the_server(tmp_path: Path):
     assert result.returncode == 4  # gunicorn's "App failed to load"
     assert "sagedet serve: cannot load the model:" in result.stderr
     assert "the weights do not fit a mobilenet-v3 SSD with 5 classes at 64 px" in result.stderr
+
+
+def test_a_model_onnx_from_another_model_is_left_out_or_stops_a_server_that_asks_for_it(tmp_path: Path):
+    """A model.onnx exported at another image side: ONNX Runtime cannot take the model's images. Under
+    auto the worker leaves the path out, says why and serves; asked for onnxruntime, the server stops."""
+    from sagedet.export.onnx import to_bytes
+    from sagedet.model.saved import load_detector
+
+    write_model(tmp_path / "model", image_shape=96)
+    write_model(tmp_path / "previous", image_shape=64, seed=1)
+    (tmp_path / "model" / "model.onnx").write_bytes(to_bytes(load_detector(tmp_path / "previous")[0]))
+    onnx_file = tmp_path / "model" / "model.onnx"
+    result = run_serve(tmp_path, SAGEMAKER_MODEL_SERVER_WORKERS="1", SAGEDET_INFERENCE_PATH="onnxruntime")
+    assert result.returncode == 4, result.stderr  # gunicorn's "App failed to load"
+    assert (f"sagedet serve: cannot load the model: SAGEDET_INFERENCE_PATH=onnxruntime: {onnx_file} takes images of "
+            f"shape (batch, 3, 64, 64)") in result.stderr
+    server = Server(tmp_path, tmp_path / "serve.log", SAGEMAKER_MODEL_SERVER_WORKERS="1").start()
+    try:
+        assert server.invoke(encode(Image.new("RGB", (80, 60)))).status == 200
+    finally:
+        server.stop()
+    assert f"the onnxruntime inference path could not be built (ModelError: {onnx_file} takes images" in server.output()

@@ -89,6 +89,11 @@ class OnnxRuntimeGraph:
             what = "the exported graph" if isinstance(path, bytes) else str(path)
             raise SagedetError(f"{what}: ONNX Runtime cannot load it: {error}") from error
 
+    @property
+    def input_shape(self) -> list:
+        """The images input's shape as the file declares it: ints, and names or None for free sizes."""
+        return list(self.session.get_inputs()[0].shape)
+
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         scores, boxes = self.session.run(OUTPUT_NAMES, {INPUT_NAMES[0]: images.detach().cpu().contiguous().numpy()})
         return torch.from_numpy(scores), torch.from_numpy(boxes)

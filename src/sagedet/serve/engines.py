@@ -27,6 +27,20 @@ won vgg-16 at one image and ONNX Runtime at eight, bench/inference_throughput.py
 depends on the network, the machine and the run (docs/benchmarks.md has this project's 2-core AVX2
 CPU); measuring at start keeps the choice right on other hardware. A path that fails to build is
 left out and named in the worker's log line.
+
+Every path other than eager is checked against eager when it is built: its first call on the probe
+batch (the untimed call the probe makes anyway) must give eager's outputs on that batch within
+``identity_tolerance`` (1e-2 in float32). This is an identity check, not a precision check: a
+``model.onnx`` left in the folder by another model (another training run, seed or image side) differs
+by far more (``IDENTITY_TOLERANCE``) or cannot take the model's images at all, while every conversion
+of the folder's own weights stays well inside it (float32 rounding: the export's 1e-3 holds). Under
+``auto`` a path that disagrees or raises on the probe batch is left out, named with the reason in the worker's log,
+and the fastest of the others serves; a path named by ``SAGEDET_INFERENCE_PATH`` that fails the check
+stops the worker (:class:`~sagedet.errors.ModelError`, "cannot load the model"), as one that cannot be
+built does: whichever worker started, the folder's ``model.safetensors`` is the model that answers.
+Under ``auto`` the check adds only the comparison to the start (1-3 ms a path); a requested path adds
+one eager call and one of its own (~0.1 s for mobilenet-v3, ~0.6 s for resnet-50 at 300 px on one
+thread of the development CPU).
 """
 
 from __future__ import annotations
@@ -43,7 +57,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from sagedet.errors import ConfigError
+from sagedet.errors import ConfigError, ModelError, SagedetError
 from sagedet.model.fused_head import fuse_head
 from sagedet.model.precision import amp_dtype
 from sagedet.model.ssd import SSDDetector
@@ -58,6 +72,18 @@ worker) and slowed the next torch call by up to 1.6x on a 2-core Xeon (bench/mac
 tilted the choice towards ONNX Runtime; since the tenth session they stop when the run returns
 (``OnnxRuntimeGraph``), but torch's OpenMP threads still spin a few ms after a call (4-9 ms of CPU in
 the 0.1 s after a convolution, scratch). With 4 paths it adds 2 s to a CPU worker's start."""
+IDENTITY_TOLERANCE = 1e-2
+"""Largest difference, in any score or box coordinate, between a path's outputs on the probe batch and
+eager's in float32 (CPU): 10x the export tolerance (``sagedet.export.writer.TOLERANCE``), as the
+probe's random pixels are not the export check's. On the probe batch (1 and 4 images) the paths built
+from the folder's weights came within 1.7e-4 of eager (torchscript, winograd and onnxruntime;
+mobilenet-v3, vgg-16 and resnet-50 with trained-like weights at 160, 268 and 257 px), the same
+network with another seed's weights 0.65 to 1.0 away."""
+AUTOCAST_IDENTITY_TOLERANCE = 0.1
+"""The same under CUDA autocast, where eager and torchscript both run in bf16 (fp16 on older GPUs):
+each moves by up to ~0.05 from float32 (``tests/serve/test_serve_cuda.py``), so from each other by up
+to twice that. No file-based path runs there (ONNX Runtime is CPU only): the check catches a path that
+raises or answers garbage."""
 
 Graph = Callable[[Tensor], tuple[Tensor, Tensor]]
 
@@ -69,7 +95,7 @@ class Engine:
     name: str
     run: Graph
     timings: dict[str, float] = field(default_factory=dict)
-    failed: dict[str, str] = field(default_factory=dict)  # paths that could not be built, and why
+    failed: dict[str, str] = field(default_factory=dict)  # paths left out, each with why (a phrase)
     probe_batch: int = 1  # the batch size the timings were measured on
 
     def __call__(self, images: Tensor) -> tuple[Tensor, Tensor]:
@@ -77,7 +103,7 @@ class Engine:
 
     def describe(self) -> str:
         measured = ", ".join(f"{name} {ms:.1f} ms" for name, ms in self.timings.items())
-        failed = "".join(f"; {name} could not be built ({why})" for name, why in self.failed.items())
+        failed = "".join(f"; {name} {why}" for name, why in self.failed.items())
         on = f" in batches of {self.probe_batch}" if self.probe_batch > 1 else ""
         return f"{self.name} path" + (f" (measured per image{on}: {measured}{failed})" if measured else "")
 
@@ -123,7 +149,55 @@ def onnxruntime_path(model: SSDDetector, model_dir: Path, threads: int | None) -
     from sagedet.export.onnx import OnnxRuntimeGraph, to_bytes
 
     exported = model_dir / ONNX_FILE
-    return OnnxRuntimeGraph(exported if exported.is_file() else to_bytes(model), threads)
+    if not exported.is_file():
+        return OnnxRuntimeGraph(to_bytes(model), threads)
+    graph = OnnxRuntimeGraph(exported, threads)
+    takes, side = graph.input_shape, model.image_shape
+    if len(takes) != 4 or any(isinstance(n, int) and n != want for n, want in zip(takes[1:], (3, side, side))):
+        raise ModelError(f"{exported} takes images of shape {_shape(takes)}, but {model_dir / 'model.json'} has "
+                         f"image_shape {side} (images of shape (batch, 3, {side}, {side})); {_STALE}")
+    return graph
+
+
+_STALE = ("a model.onnx left from another model? Export it again from this folder (sagedet export --model DIR "
+          "--output DIR --format onnx) or remove it")
+
+
+def _shape(dims: list) -> str:
+    return "(" + ", ".join(str(n) if isinstance(n, int) else str(n or "?") for n in dims) + ")"
+
+
+def identity_tolerance(device: torch.device) -> float:
+    return IDENTITY_TOLERANCE if amp_dtype(device) is None else AUTOCAST_IDENTITY_TOLERANCE
+
+
+def probe_images(image_shape: int, device: torch.device, batch: int = 1) -> Tensor:
+    """The probe batch: the same random pixels in every worker."""
+    return torch.rand(batch, 3, image_shape, image_shape, generator=torch.Generator().manual_seed(0)).to(device)
+
+
+@torch.inference_mode()
+def disagreement(graph: Graph, images: Tensor, want: tuple[Tensor, Tensor], tolerance: float) -> str | None:
+    """Why ``graph`` does not give eager's outputs ``want`` on ``images``, or None when it does."""
+    try:
+        got = graph(images)
+        if [tuple(t.shape) for t in got] != [tuple(t.shape) for t in want]:
+            return (f"it gives scores and boxes of shapes {tuple(got[0].shape)} and {tuple(got[1].shape)} where the "
+                    f"model gives {tuple(want[0].shape)} and {tuple(want[1].shape)}")
+        difference = max((a.float().to(b.device) - b.float()).abs().max().item() for a, b in zip(got, want))
+    except Exception as error:  # noqa: BLE001 - ONNX Runtime raises its own exception types
+        return f"it fails on the model's images: {type(error).__name__}: {' '.join(str(error).split())}"
+    if not difference <= tolerance:
+        return (f"its outputs differ from the model's by {difference:.3g} on the probe images (allowed "
+                f"{tolerance:g})")
+    return None
+
+
+def _refusal(name: str, model_dir: Path, why: str) -> str:
+    exported = model_dir / ONNX_FILE
+    if name == "onnxruntime" and exported.is_file():
+        return f"{exported} is not the model in {model_dir / 'model.safetensors'}: {why}; {_STALE}"
+    return f"the {name} path does not answer as the model does: {why}"
 
 
 def available_paths(device: torch.device, model: SSDDetector) -> list[str]:
@@ -159,8 +233,20 @@ def build_engine(choice: str, model: SSDDetector, model_dir: Path, device: torch
         "winograd": lambda: winograd_path(model, device),
         "onnxruntime": lambda: onnxruntime_path(model, model_dir, threads),
     }
-    if choice != "auto":
+    if choice == "eager":
         return Engine(choice, builders[choice]())
+    images = probe_images(model.image_shape, device, probe_batch)
+    tolerance = identity_tolerance(device)
+    if choice != "auto":
+        with torch.inference_mode():
+            want = builders["eager"]()(images)
+        try:
+            graph = builders[choice]()
+        except SagedetError as error:  # a model.onnx that does not fit or cannot be read
+            raise type(error)(f"SAGEDET_INFERENCE_PATH={choice}: {error}") from error
+        if why := disagreement(graph, images, want, tolerance):
+            raise ModelError(f"SAGEDET_INFERENCE_PATH={choice}: {_refusal(choice, model_dir, why)}")
+        return Engine(choice, graph)
     graphs, failed = {}, {}
     for name in names:
         try:
@@ -168,20 +254,28 @@ def build_engine(choice: str, model: SSDDetector, model_dir: Path, device: torch
         except Exception as error:  # noqa: BLE001 - auto falls back to the paths that build; eager always does
             if name == "eager":
                 raise
-            failed[name] = f"{type(error).__name__}: {error}"
-    timings = measure(graphs, model.image_shape, device, batch=probe_batch)
+            failed[name] = f"could not be built ({type(error).__name__}: {error})"
+    # The first, untimed call of each path (it allocates, tunes and optimizes) is its identity check.
+    with torch.inference_mode():
+        want = graphs["eager"](images)
+    for name in [name for name in graphs if name != "eager"]:
+        if why := disagreement(graphs[name], images, want, tolerance):
+            failed[name] = f"left out: {_refusal(name, model_dir, why)}"
+            del graphs[name]
+    timings = measure(graphs, model.image_shape, device, batch=probe_batch, first_calls=False)
     best = min(timings, key=timings.get)
     return Engine(best, graphs[best], timings, failed, probe_batch)
 
 
 @torch.inference_mode()
-def measure(graphs: dict[str, Graph], image_shape: int, device: torch.device,
-            rounds: int = PROBE_ROUNDS, batch: int = 1, pause: float = PROBE_PAUSE_SECONDS) -> dict[str, float]:
-    """Median milliseconds per image of each graph on a batch of ``batch`` images, the graphs taking
-    turns, each timed call ``pause`` seconds after the previous one ended."""
-    images = torch.rand(batch, 3, image_shape, image_shape, generator=torch.Generator().manual_seed(0)).to(device)
+def measure(graphs: dict[str, Graph], image_shape: int, device: torch.device, rounds: int = PROBE_ROUNDS,
+            batch: int = 1, pause: float = PROBE_PAUSE_SECONDS, first_calls: bool = True) -> dict[str, float]:
+    """Median milliseconds per image of each graph on the probe batch of ``batch`` images, the graphs
+    taking turns, each timed call ``pause`` seconds after the previous one ended. ``first_calls``: make
+    each graph's untimed first call here (``build_engine`` made them already, checking the outputs)."""
+    images = probe_images(image_shape, device, batch)
     seconds: dict[str, list[float]] = {name: [] for name in graphs}
-    for name, graph in graphs.items():
+    for graph in graphs.values() if first_calls else ():
         graph(images)  # untimed: first calls allocate, tune and (TorchScript) optimize
     for _ in range(rounds):
         for name, graph in graphs.items():

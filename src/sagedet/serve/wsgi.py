@@ -36,6 +36,8 @@ def load() -> Flask:
                                    decode_slots=settings.decode_slots(device.type))
     except SagedetError as error:
         raise AppImportError(f"sagedet serve: cannot load the model: {error}") from error
+    for name, why in predictor.engine.failed.items():
+        log.warning("sagedet worker %d: the %s inference path %s", os.getpid(), name, why)
     log.info("sagedet worker %d: %s loaded from %s in %.1f s", os.getpid(), predictor.describe(),
              settings.model_dir, predictor.load_seconds)
     return create_app(settings, predictor)

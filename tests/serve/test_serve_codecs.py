@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,6 +99,34 @@ def test_custom_attributes():
     assert parse_custom_attributes("max_detections=3; threshold=1", defaults) == Options(1.0, 3)
     assert parse_custom_attributes("id=7,threshold", defaults) == defaults
     assert Options(0.25, 7).header() == "threshold=0.25,max_detections=7"
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u0663", "1\u00b9", "+5", "-1", "0", "1001", "5.0", "0x10", "",
+                                   "1" * 5000])
+def test_a_max_detections_that_is_not_ascii_digits_in_range_is_refused_naming_it(value: str):
+    """'²'.isdigit() is True but int('²') raises: it was an internal error (500)."""
+    with pytest.raises(BadRequest) as refused:
+        parse_custom_attributes(f"max_detections={value}", Options(0.1, 100))
+    assert str(refused.value) == (f"custom attribute max_detections={value!r} in X-Amzn-SageMaker-Custom-Attributes: "
+                                  "expected an integer from 1 to 1000")
+
+
+def test_max_detections_may_have_leading_zeros():
+    assert parse_custom_attributes("max_detections=0000000000007", Options(0.1, 100)) == Options(0.1, 7)
+    assert parse_custom_attributes("max_detections=1000", Options(0.1, 100)) == Options(0.1, 1000)
+
+
+def test_a_bad_attribute_is_answered_400_by_the_app():
+    """Through the flask app: the refusal is the usual 400 naming the attribute, not a 500."""
+    from sagedet.serve.app import create_app
+    from sagedet.serve.settings import ServeSettings
+
+    client = create_app(ServeSettings(model_dir=Path("unused")), predictor=None).test_client()
+    response = client.post("/invocations", data=b"not read", headers={
+        "Content-Type": "image/png", "X-Amzn-SageMaker-Custom-Attributes": "max_detections=\u00b2"})
+    assert response.status_code == 400
+    assert response.get_json() == {"error": "custom attribute max_detections='\u00b2' in "
+                                            "X-Amzn-SageMaker-Custom-Attributes: expected an integer from 1 to 1000"}
 
 
 def test_pixel_forms_round_corners_not_sizes():

@@ -32,6 +32,7 @@ from __future__ import annotations
 import enum
 import io
 import json
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -244,9 +245,12 @@ def _attribute_number(key: str, value: str) -> float:
 
 
 def _attribute_integer(key: str, value: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= MAX_DETECTIONS_LIMIT:
+    # ASCII digits only: str.isdigit() also takes '²' or '٣', which int() refuses or reads as another
+    # digit; past nine significant digits the value is over the limit (int() refuses 4301 digits).
+    number = int(value) if re.fullmatch(r"0*[0-9]{1,9}", value) else 0
+    if not 1 <= number <= MAX_DETECTIONS_LIMIT:
         raise _attribute_error(key, value, f"an integer from 1 to {MAX_DETECTIONS_LIMIT}")
-    return int(value)
+    return number
 
 
 # --- response ----------------------------------------------------------------------------------------

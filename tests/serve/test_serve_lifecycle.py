@@ -111,3 +111,14 @@ def test_a_model_onnx_from_another_model_is_left_out_or_stops_a_server_that_asks
     finally:
         server.stop()
     assert f"the onnxruntime inference path could not be built (ModelError: {onnx_file} takes images" in server.output()
+
+
+def test_a_bad_nms_threshold_in_model_json_stops_the_server_naming_it(tmp_path: Path):
+    write_model(tmp_path / "model")
+    metadata_file = tmp_path / "model" / "model.json"
+    metadata_file.write_text(json.dumps({**json.loads(metadata_file.read_text()), "nms_threshold": "abc"}))
+    result = run_serve(tmp_path, SAGEMAKER_MODEL_SERVER_WORKERS="1")
+    assert result.returncode == 4, result.stderr  # gunicorn's "App failed to load", not 3 (a worker's traceback)
+    assert (f"sagedet serve: cannot load the model: {metadata_file}: nms_threshold 'abc': expected a number in "
+            "(0, 1]") in result.stderr
+    assert "Traceback" not in result.stderr

@@ -27,6 +27,7 @@ def load_detector(model_dir: Path) -> tuple[SSDDetector, dict]:
     if network not in BASE_NETWORKS:
         raise ModelError(f"{Path(model_dir) / 'model.json'}: base_network {network!r} is not one of "
                          f"{', '.join(BASE_NETWORKS)}")
+    check_optional_metadata(metadata, num_classes, Path(model_dir) / "model.json")
     try:
         model = build_ssd(network, num_classes, side)
         model.load_state_dict(state)
@@ -36,6 +37,26 @@ def load_detector(model_dir: Path) -> tuple[SSDDetector, dict]:
     except SagedetError as error:
         raise ModelError(f"{model_dir}/model.json describes a model sagedet cannot build: {error}") from error
     return model.eval(), metadata
+
+
+def check_optional_metadata(metadata: dict, num_classes: int, metadata_file: Path) -> None:
+    """``nms_threshold`` (default 0.45) a number in (0, 1]; ``class_names`` (default the class ids) null
+    or a list of at most ``num_classes`` strings, one per class id from 0 (a shorter list leaves the
+    last classes named by their ids). ModelError naming the key, the value and what is allowed."""
+    def refuse(key: str, allowed: str):
+        shown = repr(metadata[key])
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        return ModelError(f"{metadata_file}: {key} {shown}: expected {allowed}")
+    if "nms_threshold" in metadata:
+        value = metadata["nms_threshold"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            raise refuse("nms_threshold", "a number in (0, 1], the overlap (IoU) above which NMS drops the lower-"
+                                          "scoring of two boxes of a class (default 0.45)")
+    names = metadata.get("class_names")
+    if names is not None and (not isinstance(names, list) or len(names) > num_classes
+                              or not all(isinstance(name, str) for name in names)):
+        raise refuse("class_names", f"null or a list of at most num_classes={num_classes} strings, the name of each "
+                                    f"class id from 0 (classes past the list's end are named by their ids)")
 
 
 def model_dir_of(model: Path, work: Path, option: str = "--model") -> Path:

@@ -72,3 +72,17 @@ def test_a_bad_optional_field_is_refused_naming_the_file_key_and_value(model_dir
 def test_good_optional_fields_load(model_dir: Path, changes: dict, nms_threshold: float, class_names: list[str]):
     predictor = Predictor.load(with_metadata(model_dir, **changes), "cpu", inference_path="eager")
     assert predictor.nms_threshold == nms_threshold and predictor.class_names == class_names
+
+
+@pytest.mark.parametrize("key, value", [("num_classes", 3.7), ("num_classes", True), ("num_classes", "3"),
+                                        ("num_classes", 0), ("image_shape", 64.5), ("image_shape", None)])
+def test_the_class_count_and_side_are_whole_numbers_not_truncated(model_dir: Path, key, value):
+    """3.7 classes was read as 3 (int()); now every non-integer is refused, naming the key and value."""
+    with pytest.raises(ModelError, match=re.escape(f"two integers >= 1 (ValueError: {key} is {value!r})")
+                       if value is not None else "two integers >= 1"):
+        load_detector(with_metadata(model_dir, **{key: value}))
+
+
+def test_a_whole_float_class_count_loads(model_dir: Path):
+    model, _ = load_detector(with_metadata(model_dir, num_classes=3.0, image_shape=64.0))
+    assert model.image_shape == 64

@@ -19,11 +19,11 @@ def load_detector(model_dir: Path) -> tuple[SSDDetector, dict]:
     """The detector described by ``model_dir/model.json`` with its weights, in eval mode on the CPU."""
     state, metadata = load_model(Path(model_dir))
     try:
-        network, num_classes, side = (str(metadata["base_network"]), int(metadata["num_classes"]),
-                                      int(metadata["image_shape"]))
+        network, num_classes, side = (str(metadata["base_network"]), _count(metadata, "num_classes"),
+                                      _count(metadata, "image_shape"))
     except (KeyError, TypeError, ValueError) as error:
         raise ModelError(f"{Path(model_dir) / 'model.json'}: base_network, num_classes and image_shape must be "
-                         f"a name and two integers ({type(error).__name__}: {error})") from error
+                         f"a name and two integers >= 1 ({type(error).__name__}: {error})") from error
     if network not in BASE_NETWORKS:
         raise ModelError(f"{Path(model_dir) / 'model.json'}: base_network {network!r} is not one of "
                          f"{', '.join(BASE_NETWORKS)}")
@@ -37,6 +37,15 @@ def load_detector(model_dir: Path) -> tuple[SSDDetector, dict]:
     except SagedetError as error:
         raise ModelError(f"{model_dir}/model.json describes a model sagedet cannot build: {error}") from error
     return model.eval(), metadata
+
+
+def _count(metadata: dict, key: str) -> int:
+    """An integer >= 1 (3.0 too, as JSON may write it), never a silently truncated 3.7 or a boolean."""
+    value = metadata[key]
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole or value < 1:
+        raise ValueError(f"{key} is {value!r}")
+    return int(value)
 
 
 def check_optional_metadata(metadata: dict, num_classes: int, metadata_file: Path) -> None:

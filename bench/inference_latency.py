@@ -18,7 +18,13 @@ after ``--warmup`` calls, median and mean in milliseconds:
   (``sagedet.model.winograd``), for the networks that have such layers (vgg-16, resnet-50);
 - **sagedet ONNX Runtime**: ONNX Runtime's CPU provider with ORT_ENABLE_ALL, then the same NMS,
   on the graph a worker exports in memory when it starts (torch's TorchScript-based exporter) and
-  on the file ``sagedet export`` writes (dynamo exporter, opset 18).
+  on the file ``sagedet export`` writes (dynamo exporter, opset 18);
+- **sagedet bf16** (``SAGEDET_PRECISION=bf16``, by default where the CPU has bf16 instructions,
+  ``--bf16``/``--no-bf16`` to choose): the server's eager and torchscript paths under bf16 autocast
+  (``sagedet.serve.engines.eager_path`` / ``torchscript_path``). Their difference from float32 eager is
+  given on a copy of the model whose head is scaled so that logits and box codes spread as a trained
+  model's (the timed model's random logits reach the hundreds, where bf16's rounding saturates the
+  softmax differently: a difference of ~1 there says nothing of a trained model).
 
 The weights are random, batch normalization statistics included, so that scores vary as a trained
 model's do (an untrained network's outputs are all but constant, which would make NMS trivial).
@@ -32,11 +38,13 @@ markdown; progress goes to stderr.
 
     python bench/inference_latency.py [--networks vgg-16 resnet-50 mobilenet-v3] [--image-shape 300]
         [--num-classes 20] [--iterations 20] [--warmup 3] [--threads N] [--glibc-malloc-defaults]
+        [--bf16 | --no-bf16]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import tempfile
@@ -53,7 +61,8 @@ from sagedet.export import onnx as onnx_export
 from sagedet.export import torchscript
 from sagedet.model.ssd import SSDDetector, build_ssd, select_detections
 from sagedet.model.winograd import eligible
-from sagedet.serve.engines import winograd_path
+from sagedet.model.precision import cpu_has_native_bf16
+from sagedet.serve.engines import eager_path, torchscript_path, winograd_path
 from sagedet.sagemaker.hyperparameters import BASE_NETWORKS
 
 NMS_THRESHOLD = 0.45
@@ -118,6 +127,29 @@ def paths(model: SSDDetector, onnx_file: Path, threads: int) -> dict[str, Callab
     }
 
 
+def bf16_paths(model: SSDDetector) -> dict[str, Callable[[torch.Tensor], tuple]]:
+    """The server's paths under ``SAGEDET_PRECISION=bf16`` on the CPU (each on its own copy of the model:
+    the eager path turns its model channels-last)."""
+    cpu = torch.device("cpu")
+    return {"sagedet eager, bf16 autocast, channels-last (SAGEDET_PRECISION=bf16)":
+                eager_path(copy.deepcopy(model), cpu, torch.bfloat16),
+            "sagedet TorchScript frozen under bf16 autocast, channels-last (SAGEDET_PRECISION=bf16)":
+                torchscript_path(copy.deepcopy(model), cpu, torch.bfloat16)}
+
+
+def calibrated(model: SSDDetector) -> SSDDetector:
+    """A copy whose head's last layers are scaled so that class logits and box codes spread as a trained
+    SSD's do: the tests' ``trained_like.calibrate``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from trained_like import calibrate
+
+    return calibrate(copy.deepcopy(model))
+
+
+def largest_difference(got: tuple, want: tuple) -> float:
+    return max((got[0] - want[0]).abs().max().item(), (got[1] - want[1]).abs().max().item())
+
+
 def measure(network: str, args: argparse.Namespace, tmp: Path) -> list[list[str]]:
     torch.manual_seed(0)
     model = randomize(build_ssd(network, args.num_classes, args.image_shape)).eval()
@@ -134,10 +166,19 @@ def measure(network: str, args: argparse.Namespace, tmp: Path) -> list[list[str]
         rows.append([network, f"torchvision eager ({peer_name})", f"{peer_ms:.1f}", f"{peer_mean:.1f}", "", "1.00",
                      ""])
         reference = model.decode(*model(image))
-        for name, run in paths(model, onnx_file, torch.get_num_threads()).items():
+        differences = {}
+        runs = paths(model, onnx_file, torch.get_num_threads())
+        if args.bf16:
+            timed_bf16 = bf16_paths(model)
+            runs.update(timed_bf16)
+            scaled = calibrated(model).eval()
+            scaled_reference = scaled.decode(*scaled(image))
+            for name, run in bf16_paths(scaled).items():
+                differences[name] = (f"{largest_difference(timed_bf16[name](image), reference):.1e} (random head), "
+                                     f"{largest_difference(run(image), scaled_reference):.1e} (calibrated head)")
+        for name, run in runs.items():
             log(f"{network}: {name}")
-            scores, boxes = run(image)
-            difference = max((scores - reference[0]).abs().max().item(), (boxes - reference[1]).abs().max().item())
+            difference = differences.get(name) or f"{largest_difference(run(image), reference):.1e}"
 
             def call(run=run):
                 select_detections(*run(image), NMS_THRESHOLD)
@@ -145,7 +186,7 @@ def measure(network: str, args: argparse.Namespace, tmp: Path) -> list[list[str]
             ours, alongside = alternated(call, lambda: peer([image[0]]), args.iterations, args.warmup)
             ms, beside = statistics.median(ours), statistics.median(alongside)
             rows.append([network, name, f"{ms:.1f}", f"{statistics.fmean(ours):.1f}", f"{beside:.1f}",
-                         f"{ms / beside:.2f}", f"{difference:.1e}"])
+                         f"{ms / beside:.2f}", difference])
     return rows
 
 
@@ -184,8 +225,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="time the paths under SAGEDET_PRECISION=bf16 (default: where the CPU has bf16 "
+                             "instructions, AVX512_BF16 or AMX)")
     add_malloc_option(parser)
     args = parser.parse_args(argv)
+    if args.bf16 is None:
+        args.bf16 = cpu_has_native_bf16()
     malloc = set_malloc(args)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -54,7 +54,7 @@ def _predict(args: argparse.Namespace) -> int:
     from .serve.local import predict_files
 
     failures = predict_files(args.images, args.model, args.threshold, args.max_detections, args.format, args.draw,
-                             args.draw_min_score, args.device)
+                             args.draw_min_score, args.device, precision=args.precision)
     return 1 if failures else 0
 
 
@@ -184,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--draw-min-score", type=float, default=0.5,
                          help="draw only detections scoring at least this (default 0.5)")
     predict.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    predict.add_argument("--precision", default="auto",
+                         help="as the server's SAGEDET_PRECISION: auto (bf16 or fp16 autocast on CUDA, float32 on the "
+                              "CPU), float32, bf16 (checked within 0.05 of float32) or fp16 (CUDA)")
     predict.set_defaults(run=_predict)
     invoke = commands.add_parser("invoke", help="send images to a running server's /invocations; write its answers "
                                                 "as JSON and drawn as PNG")

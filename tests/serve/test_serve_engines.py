@@ -62,7 +62,7 @@ def test_auto_measures_every_available_path_and_keeps_the_fastest(model_dir: Pat
     assert set(engine.timings) == {"eager", "torchscript", "onnxruntime"} == set(available_paths(CPU, model))
     assert all(ms > 0 for ms in engine.timings.values())
     assert engine.timings[engine.name] == min(engine.timings.values())
-    assert engine.describe().startswith(f"{engine.name} path (measured per image: eager ")
+    assert engine.describe().startswith(f"{engine.name} path in float32 (measured per image: eager ")
 
 
 def test_auto_measures_on_the_largest_batch_the_worker_will_run(model_dir: Path, monkeypatch):
@@ -124,7 +124,7 @@ def test_winograd_is_offered_for_networks_with_deep_3x3_layers_only(model_dir: P
 def test_auto_skips_a_path_that_cannot_be_built_and_says_why(model_dir: Path, monkeypatch):
     import sagedet.serve.engines as engines
 
-    def broken(model, device):
+    def broken(model, device, dtype=None):
         raise RuntimeError("tracing failed")
     monkeypatch.setattr(engines, "torchscript_path", broken)
     model, _ = load_detector(model_dir)
@@ -136,17 +136,17 @@ def test_auto_skips_a_path_that_cannot_be_built_and_says_why(model_dir: Path, mo
 def test_auto_leaves_out_a_path_that_does_not_answer_as_eager_and_says_why(model_dir: Path, monkeypatch):
     """The probe's first call of each path is compared with eager's: a path off by more than the
     identity tolerance, or failing on the probe images, is left out and the others are measured."""
-    def off_by(model, device):
+    def off_by(model, device, dtype=None):
         graph = engines.eager_path(model, device)
         return lambda images: tuple(t + 0.02 for t in graph(images))
 
-    def fails(model, device):
+    def fails(model, device, dtype=None):
         def run(images):
             raise RuntimeError("bad input shape")
         return run
     monkeypatch.setattr(engines, "torchscript_path", off_by)
     monkeypatch.setattr(engines, "winograd_path", fails)
-    monkeypatch.setattr(engines, "available_paths", lambda device, model: ["eager", "torchscript", "winograd"])
+    monkeypatch.setattr(engines, "available_paths", lambda device, model, dtype=None: ["eager", "torchscript", "winograd"])
     model, _ = load_detector(model_dir)
     engine = build_engine("auto", model, model_dir, CPU)
     assert engine.name == "eager" and set(engine.timings) == {"eager"}
@@ -158,7 +158,7 @@ def test_auto_leaves_out_a_path_that_does_not_answer_as_eager_and_says_why(model
 
 
 def test_a_requested_path_that_does_not_answer_as_eager_stops_the_worker(model_dir: Path, monkeypatch):
-    def off_by(model, device):
+    def off_by(model, device, dtype=None):
         graph = engines.eager_path(model, device)
         return lambda images: tuple(t + 0.02 for t in graph(images))
     monkeypatch.setattr(engines, "torchscript_path", off_by)

@@ -122,3 +122,15 @@ def test_a_bad_nms_threshold_in_model_json_stops_the_server_naming_it(tmp_path: 
     assert (f"sagedet serve: cannot load the model: {metadata_file}: nms_threshold 'abc': expected a number in "
             "(0, 1]") in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_precision_the_cpu_cannot_run_stops_the_server_naming_it(tmp_path: Path):
+    write_model(tmp_path / "model")
+    result = run_serve(tmp_path, SAGEMAKER_MODEL_SERVER_WORKERS="1", SAGEDET_DEVICE="cpu", SAGEDET_PRECISION="fp16")
+    assert result.returncode == 4, result.stderr  # gunicorn's "App failed to load"
+    assert ("sagedet serve: cannot load the model: SAGEDET_PRECISION=fp16 needs a CUDA device; on cpu use bf16 (CPUs "
+            "with AVX512_BF16 or AMX run it natively) or float32") in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_serve(tmp_path, SAGEDET_PRECISION="double")
+    assert result.returncode == 1  # the environment, refused before gunicorn starts
+    assert "SAGEDET_PRECISION='double': expected one of auto, float32, bf16, fp16" in result.stderr

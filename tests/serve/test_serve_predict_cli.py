@@ -77,3 +77,28 @@ def test_predict_refuses_bad_options(tmp_path: Path, capsys):
     expected = (f"this machine has {gpus} GPU(s), cuda:0 to cuda:{gpus - 1}" if gpus
                 else "CUDA is not available on this machine")
     assert code == 1 and err.strip() == f"sagedet: --device cuda:99: {expected}"
+    code, _, err = sagedet(capsys, "predict", "x.png", "--model", str(tmp_path / "model"), "--precision", "half")
+    assert code == 1 and err.strip() == "sagedet: --precision 'half': expected one of auto, float32, bf16, fp16"
+    code, _, err = sagedet(capsys, "predict", "x.png", "--model", str(tmp_path / "model"), "--device", "cpu",
+                           "--precision", "fp16")
+    assert code == 1 and err.strip() == ("sagedet: --precision=fp16 needs a CUDA device; on cpu use bf16 (CPUs with "
+                                         "AVX512_BF16 or AMX run it natively) or float32")
+
+
+def test_predict_under_bf16_gives_the_float32_detections_within_the_tolerance(tmp_path: Path, capsys):
+    from trained_like import write_model as write_trained_like
+
+    from sagedet.serve.engines import PRECISION_TOLERANCE
+
+    write_trained_like(tmp_path / "model", "resnet-50", 257)
+    (tmp_path / "scene.png").write_bytes(encode(scene(120, 90, seed=4), "PNG"))
+    answers = {}
+    for precision, most in (("float32", "200"), ("bf16", "10")):
+        code, out, err = sagedet(capsys, "predict", str(tmp_path / "scene.png"), "--model", str(tmp_path / "model"),
+                                 "--device", "cpu", "--precision", precision, "--max-detections", most)
+        assert code == 0, err
+        answers[precision] = json.loads(out)["prediction"]
+    assert len(answers["bf16"]) == 10 and answers["bf16"] != answers["float32"][:10]  # computed otherwise ...
+    for row in answers["bf16"]:  # ... each detection among the float32 model's, within the tolerance
+        assert any(row[0] == other[0] and all(abs(a - b) <= PRECISION_TOLERANCE for a, b in zip(row[1:], other[1:]))
+                   for other in answers["float32"]), (row, answers["float32"])

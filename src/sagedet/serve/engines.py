@@ -19,6 +19,17 @@ onnxruntime     ONNX Runtime's CPU provider (graph optimizations on) running ``m
                 only, and only when the onnxruntime package is installed (it is in the images)
 =============== ==================================================================================
 
+``SAGEDET_PRECISION`` (:mod:`sagedet.model.precision`) sets the arithmetic: ``auto`` (the default)
+runs CUDA under bf16 (else fp16) autocast and the CPU in float32, as above; ``float32`` runs every
+device in float32; ``bf16`` (CUDA with bf16 tensor cores, or the CPU) and ``fp16`` (CUDA) run the
+eager and torchscript paths under that autocast (winograd and onnxruntime are float32 paths) and
+check their outputs against the float32 model's on the probe batch when they are built: a path
+more than ``PRECISION_TOLERANCE`` (0.05 in a score or a box coordinate) from float32 is left out, and
+a worker none of whose paths stays within it stops ("cannot load the model") rather than answer
+with other detections than its model's. On a CPU with bf16 instructions (AVX512_BF16 or AMX) bf16
+takes about half float32's time for vgg-16 and resnet-50 (docs/benchmarks.md); elsewhere it is
+emulated and slower.
+
 ``SAGEDET_INFERENCE_PATH=auto`` (the default) builds every path the worker has and keeps the
 fastest: each runs a batch ``PROBE_ROUNDS`` times, the paths taking turns, after one untimed call
 each; the lowest median wins. The batch is one image, or with request batching on the largest batch
@@ -59,7 +70,7 @@ from torch import Tensor
 
 from sagedet.errors import ConfigError, ModelError, SagedetError
 from sagedet.model.fused_head import fuse_head
-from sagedet.model.precision import amp_dtype
+from sagedet.model.precision import NAMES, amp_dtype, inference_dtype
 from sagedet.model.ssd import SSDDetector
 from sagedet.model.winograd import MIN_LARGE_MAP_CHANNELS, eligible, use_winograd
 
@@ -85,6 +96,17 @@ each moves by up to ~0.05 from float32 (``tests/serve/test_serve_cuda.py``), so 
 to twice that. No file-based path runs there (ONNX Runtime is CPU only): the check catches a path that
 raises or answers garbage."""
 
+PRECISION_TOLERANCE = 0.05
+"""Largest difference from the float32 model's outputs, in any score or box coordinate (scores are
+probabilities, boxes fractions of the image), allowed to a path under a requested ``SAGEDET_PRECISION``
+of bf16 or fp16: bf16 keeps 8 bits of mantissa, rounding by up to 2^-9 per operation through ~20
+layers. vgg-16 and resnet-50 with trained-like weights (tests/trained_like.py) at 300 px moved by at most
+0.022 (scores) and 0.004 (boxes) under bf16 on the development CPU, on four real-looking images (scratch);
+tests/serve/test_serve_precision.py holds them to this tolerance at 268 and 257 px, on such images and on
+the probe batch. mobilenet-v3 with such weights moved by up to 0.42: its bf16 outputs are refused, and it
+is the network that needs bf16 least (ONNX Runtime in float32 is at 0.3x torchvision's latency). The same
+figure as the CUDA tests' autocast tolerance."""
+
 Graph = Callable[[Tensor], tuple[Tensor, Tensor]]
 
 
@@ -97,6 +119,7 @@ class Engine:
     timings: dict[str, float] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # paths left out, each with why (a phrase)
     probe_batch: int = 1  # the batch size the timings were measured on
+    precision: str = "float32"  # the arithmetic the path runs in: float32, bf16 or fp16 (autocast)
 
     def __call__(self, images: Tensor) -> tuple[Tensor, Tensor]:
         return self.run(images)
@@ -105,30 +128,37 @@ class Engine:
         measured = ", ".join(f"{name} {ms:.1f} ms" for name, ms in self.timings.items())
         failed = "".join(f"; {name} {why}" for name, why in self.failed.items())
         on = f" in batches of {self.probe_batch}" if self.probe_batch > 1 else ""
-        return f"{self.name} path" + (f" (measured per image{on}: {measured}{failed})" if measured else "")
+        return (f"{self.name} path in {self.precision}"
+                + (f" (measured per image{on}: {measured}{failed})" if measured else ""))
 
 
-def _autocast(device: torch.device):
-    dtype = amp_dtype(device)
+_DEFAULT = object()
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
-def eager_path(model: SSDDetector, device: torch.device) -> Graph:
-    if device.type == "cuda":
+def eager_path(model: SSDDetector, device: torch.device, dtype=_DEFAULT) -> Graph:
+    """The model as it is, under ``dtype``'s autocast (default: :func:`amp_dtype`'s for the device)."""
+    dtype = amp_dtype(device) if dtype is _DEFAULT else dtype
+    channels_last = device.type == "cuda" or dtype is not None  # oneDNN's bf16 convolutions want NHWC too
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
 
     def run(images: Tensor) -> tuple[Tensor, Tensor]:
-        with _autocast(device):
+        with _autocast(device, dtype):
             cls_logits, box_codes = model(images.contiguous(memory_format=torch.channels_last)
-                                          if device.type == "cuda" else images)
-        return model.decode(cls_logits, box_codes)
+                                          if channels_last else images)
+        return model.decode(cls_logits.float(), box_codes.float())
     return run
 
 
-def torchscript_path(model: SSDDetector, device: torch.device) -> Graph:
+def torchscript_path(model: SSDDetector, device: torch.device, dtype=_DEFAULT) -> Graph:
     from sagedet.export import torchscript
 
-    with _autocast(device), warnings.catch_warnings():
+    dtype = amp_dtype(device) if dtype is _DEFAULT else dtype
+    with _autocast(device, dtype), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch marks TorchScript deprecated; here it is still among the fastest
         graph = torchscript.trace(model, device, channels_last=True)
 
@@ -167,8 +197,9 @@ def _shape(dims: list) -> str:
     return "(" + ", ".join(str(n) if isinstance(n, int) else str(n or "?") for n in dims) + ")"
 
 
-def identity_tolerance(device: torch.device) -> float:
-    return IDENTITY_TOLERANCE if amp_dtype(device) is None else AUTOCAST_IDENTITY_TOLERANCE
+def identity_tolerance(device: torch.device, dtype=_DEFAULT) -> float:
+    dtype = amp_dtype(device) if dtype is _DEFAULT else dtype
+    return IDENTITY_TOLERANCE if dtype is None else AUTOCAST_IDENTITY_TOLERANCE
 
 
 def probe_images(image_shape: int, device: torch.device, batch: int = 1) -> Tensor:
@@ -193,18 +224,22 @@ def disagreement(graph: Graph, images: Tensor, want: tuple[Tensor, Tensor], tole
     return None
 
 
-def _refusal(name: str, model_dir: Path, why: str) -> str:
+def _refusal(name: str, model_dir: Path, why: str, precision: str = "auto") -> str:
     exported = model_dir / ONNX_FILE
     if name == "onnxruntime" and exported.is_file():
         return f"{exported} is not the model in {model_dir / 'model.safetensors'}: {why}; {_STALE}"
+    if precision in ("bf16", "fp16"):
+        return (f"the {name} path under SAGEDET_PRECISION={precision} does not answer as the float32 model does: "
+                f"{why}")
     return f"the {name} path does not answer as the model does: {why}"
 
 
-def available_paths(device: torch.device, model: SSDDetector) -> list[str]:
+def available_paths(device: torch.device, model: SSDDetector, dtype: torch.dtype | None = None) -> list[str]:
     """The paths this worker can build: winograd needs the CPU and eligible layers, onnxruntime the
-    CPU and the package."""
+    CPU and the package; both compute in float32, so a reduced precision ``dtype`` requested on the
+    CPU leaves eager and torchscript."""
     names = ["eager", "torchscript"]
-    if device.type == "cpu":
+    if device.type == "cpu" and dtype is None:
         if any(eligible(module) for module in model.modules()):
             names.append("winograd")
         try:
@@ -216,37 +251,45 @@ def available_paths(device: torch.device, model: SSDDetector) -> list[str]:
 
 
 def build_engine(choice: str, model: SSDDetector, model_dir: Path, device: torch.device,
-                 threads: int | None = None, probe_batch: int = 1) -> Engine:
+                 threads: int | None = None, probe_batch: int = 1, precision: str = "auto") -> Engine:
     """The path ``choice`` names, or with ``auto`` the fastest path measured here on batches of
-    ``probe_batch`` images."""
-    names = available_paths(device, model)
+    ``probe_batch`` images, in the arithmetic ``precision`` (``SAGEDET_PRECISION``) names."""
+    dtype = inference_dtype(precision, device)
+    precision_name = NAMES[dtype]
+    names = available_paths(device, model, dtype)
     if choice != "auto" and choice not in names:
-        why = {"onnxruntime": "it needs the CPU and the onnxruntime package (pip install "
-                              "'sagedet[onnxruntime]')",
-               "winograd": f"it needs the CPU and 3x3 convolutions whose channels in and out have a harmonic "
-                           f"mean of {MIN_LARGE_MAP_CHANNELS} or more (vgg-16, resnet-50)"}.get(choice, "unknown path")
+        if choice in ("winograd", "onnxruntime") and dtype is not None and device.type == "cpu":
+            why = f"it computes in float32 only, and SAGEDET_PRECISION={precision} asks for {precision_name}"
+        else:
+            why = {"onnxruntime": "it needs the CPU and the onnxruntime package (pip install "
+                                  "'sagedet[onnxruntime]')",
+                   "winograd": f"it needs the CPU and 3x3 convolutions whose channels in and out have a harmonic "
+                               f"mean of {MIN_LARGE_MAP_CHANNELS} or more (vgg-16, resnet-50)"}.get(choice, "unknown path")
         raise ConfigError(f"SAGEDET_INFERENCE_PATH={choice}: not available in this worker: {why}; "
                           f"available: auto, {', '.join(names)}")
     builders: dict[str, Callable[[], Graph]] = {
-        "eager": lambda: eager_path(model, device),
-        "torchscript": lambda: torchscript_path(model, device),
+        "eager": lambda: eager_path(model, device, dtype),
+        "torchscript": lambda: torchscript_path(model, device, dtype),
         "winograd": lambda: winograd_path(model, device),
         "onnxruntime": lambda: onnxruntime_path(model, model_dir, threads),
     }
-    if choice == "eager":
-        return Engine(choice, builders[choice]())
+    # A requested reduced precision is held to the float32 model's answers, eager's included; otherwise
+    # each path is held to eager's (an identity check: see IDENTITY_TOLERANCE).
+    against_float32 = precision != "auto" and dtype is not None
+    if choice == "eager" and not against_float32:
+        return Engine(choice, builders[choice](), precision=precision_name)
     images = probe_images(model.image_shape, device, probe_batch)
-    tolerance = identity_tolerance(device)
+    tolerance = PRECISION_TOLERANCE if against_float32 else identity_tolerance(device, dtype)
     if choice != "auto":
         with torch.inference_mode():
-            want = builders["eager"]()(images)
+            want = (eager_path(model, device, None) if against_float32 else builders["eager"]())(images)
         try:
             graph = builders[choice]()
         except SagedetError as error:  # a model.onnx that does not fit or cannot be read
             raise type(error)(f"SAGEDET_INFERENCE_PATH={choice}: {error}") from error
         if why := disagreement(graph, images, want, tolerance):
-            raise ModelError(f"SAGEDET_INFERENCE_PATH={choice}: {_refusal(choice, model_dir, why)}")
-        return Engine(choice, graph)
+            raise ModelError(f"SAGEDET_INFERENCE_PATH={choice}: {_refusal(choice, model_dir, why, precision)}")
+        return Engine(choice, graph, precision=precision_name)
     graphs, failed = {}, {}
     for name in names:
         try:
@@ -255,16 +298,20 @@ def build_engine(choice: str, model: SSDDetector, model_dir: Path, device: torch
             if name == "eager":
                 raise
             failed[name] = f"could not be built ({type(error).__name__}: {error})"
-    # The first, untimed call of each path (it allocates, tunes and optimizes) is its identity check.
+    # The first, untimed call of each path (it allocates, tunes and optimizes) is its check.
     with torch.inference_mode():
-        want = graphs["eager"](images)
-    for name in [name for name in graphs if name != "eager"]:
+        want = (eager_path(model, device, None) if against_float32 else graphs["eager"])(images)
+    for name in [name for name in graphs if against_float32 or name != "eager"]:
         if why := disagreement(graphs[name], images, want, tolerance):
-            failed[name] = f"left out: {_refusal(name, model_dir, why)}"
+            failed[name] = f"left out: {_refusal(name, model_dir, why, precision)}"
             del graphs[name]
+    if not graphs:
+        raise ModelError(f"SAGEDET_PRECISION={precision}: no inference path answers within {tolerance:g} of the "
+                         f"float32 model: " + "; ".join(f"{name} {why}" for name, why in failed.items())
+                         + "; serve this model in float32 (SAGEDET_PRECISION=float32, or auto on the CPU)")
     timings = measure(graphs, model.image_shape, device, batch=probe_batch, first_calls=False)
     best = min(timings, key=timings.get)
-    return Engine(best, graphs[best], timings, failed, probe_batch)
+    return Engine(best, graphs[best], timings, failed, probe_batch, precision_name)
 
 
 @torch.inference_mode()

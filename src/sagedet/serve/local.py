@@ -16,11 +16,12 @@ from pathlib import Path
 
 from sagedet.devices import parse_device, present_device
 from sagedet.errors import ConfigError
+from sagedet.model.precision import inference_dtype
 from sagedet.model.saved import model_dir_of
 from sagedet.serve.codecs import Options, ResponseForm, decode_image, encode
 from sagedet.serve.draw import draw_detections
 from sagedet.serve.errors import HTTPError
-from sagedet.serve.predictor import Predictor
+from sagedet.serve.predictor import Predictor, resolve_device
 from sagedet.serve.settings import DEFAULT_MAX_IMAGE_PIXELS, MAX_DETECTIONS_LIMIT
 
 FORMS = {"prediction": ResponseForm.PREDICTION, "annotation": ResponseForm.ANNOTATION, "verbose": ResponseForm.VERBOSE}
@@ -28,7 +29,7 @@ FORMS = {"prediction": ResponseForm.PREDICTION, "annotation": ResponseForm.ANNOT
 
 def predict_files(images: Sequence[Path], model: Path, threshold: float = 0.0, max_detections: int = 200,
                   form: str = "prediction", draw_dir: Path | None = None, draw_min_score: float = 0.5,
-                  device: str = "auto", out=None) -> int:
+                  device: str = "auto", out=None, precision: str = "auto") -> int:
     """Returns the number of images that could not be read."""
     out = out or sys.stdout
     if not 0.0 <= threshold <= 1.0:
@@ -37,8 +38,9 @@ def predict_files(images: Sequence[Path], model: Path, threshold: float = 0.0, m
         raise ConfigError(f"--max-detections {max_detections}: expected an integer from 1 to {MAX_DETECTIONS_LIMIT}")
     options = Options(threshold, max_detections)
     device = _checked_device(device)
+    inference_dtype(precision, resolve_device(device), "--precision")  # before the model is read
     with tempfile.TemporaryDirectory(prefix="sagedet-predict-") as work:
-        predictor = Predictor.load(model_dir_of(model, Path(work)), device)
+        predictor = Predictor.load(model_dir_of(model, Path(work)), device, precision=precision)
     if draw_dir is not None:
         draw_dir.mkdir(parents=True, exist_ok=True)
     taken = {path.resolve() for path in images}

@@ -93,9 +93,9 @@ class Predictor:
     @classmethod
     def load(cls, model_dir: Path, device: str = "auto", slot: int = 0, threads: int | None = None,
              warm_up: bool = True, inference_path: str = "auto", batching: Batching | None = None,
-             decode_slots: int = 2) -> Predictor:
+             decode_slots: int = 2, precision: str = "auto") -> Predictor:
         """Read the model folder (see :mod:`sagedet.artifacts`), place it on its device, pick its
-        inference path, run it once."""
+        inference path and precision (``SAGEDET_PRECISION``, :mod:`sagedet.model.precision`), run it once."""
         started = time.monotonic()
         model, metadata = load_detector(Path(model_dir))
         target = resolve_device(device, slot)
@@ -109,7 +109,7 @@ class Predictor:
             torch.cuda.set_device(target)  # pinned memory and lazily made CUDA tensors go to the current device
             torch.backends.cudnn.benchmark = True  # one input shape
         engine = build_engine(inference_path, model, Path(model_dir), target, threads,
-                              probe_batch=batching.max_size if batching else 1)
+                              probe_batch=batching.max_size if batching else 1, precision=precision)
         predictor = cls(model, metadata, target, engine, decode_slots, batching, malloc)
         if warm_up:
             side = predictor.image_shape

@@ -37,6 +37,10 @@ SAGEDET_TORCH_THREADS               torch intra-op threads per worker, 1 to 256 
 SAGEDET_INFERENCE_PATH              auto (default: the fastest path measured when the worker
                                     starts), eager, torchscript, winograd or onnxruntime
                                     (see sagedet.serve.engines)
+SAGEDET_PRECISION                   auto (default: bf16 autocast on CUDA GPUs with bf16 tensor
+                                    cores, else fp16; float32 on the CPU), float32, bf16 (CUDA or
+                                    the CPU, checked within 0.05 of float32 when the worker
+                                    starts) or fp16 (CUDA) (see sagedet.serve.engines)
 SAGEDET_BATCH_SIZE                  most images one model call takes from concurrent requests
                                     (request batching), 1 to 256; 1 turns batching off (default:
                                     16 on CUDA, 1 on the CPU)
@@ -59,6 +63,7 @@ from typing import TypeVar
 
 from sagedet.devices import parse_device
 from sagedet.errors import ConfigError
+from sagedet.model.precision import PRECISIONS
 from sagedet.sagemaker.paths import SageMakerPaths
 
 PORT = "SAGEMAKER_BIND_TO_PORT"
@@ -75,6 +80,7 @@ MAX_IMAGE_PIXELS = "SAGEDET_MAX_IMAGE_PIXELS"
 DEVICE = "SAGEDET_DEVICE"
 TORCH_THREADS = "SAGEDET_TORCH_THREADS"
 INFERENCE_PATH = "SAGEDET_INFERENCE_PATH"
+PRECISION = "SAGEDET_PRECISION"
 BATCH_SIZE = "SAGEDET_BATCH_SIZE"
 BATCH_DELAY = "SAGEDET_BATCH_DELAY_MS"
 
@@ -106,6 +112,7 @@ class ServeSettings:
     max_concurrent_transforms: int | None = None
     threads_per_worker: int | None = None
     inference_path: str = "auto"
+    precision: str = "auto"
     batch_size: int | None = None
     batch_delay_ms: float = 5.0
 
@@ -182,6 +189,7 @@ def load_settings(environ: Mapping[str, str] | None = None, gpus: Callable[[], i
         max_concurrent_transforms=reader.read(MAX_CONCURRENT_TRANSFORMS, None, _integer(1, None)),
         threads_per_worker=reader.read(TORCH_THREADS, None, _integer(1, 256)),
         inference_path=reader.read(INFERENCE_PATH, "auto", _choice("auto", "eager", "torchscript", "winograd", "onnxruntime")),
+        precision=reader.read(PRECISION, "auto", _choice(*PRECISIONS)),
         batch_size=reader.read(BATCH_SIZE, None, _integer(1, 256)),
         batch_delay_ms=reader.read(BATCH_DELAY, 5.0, _number(0.0, 1000.0)),
     )

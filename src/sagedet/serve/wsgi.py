@@ -21,6 +21,7 @@ WORKER_SLOT = "SAGEDET_WORKER_SLOT"
 def load() -> Flask:
     from gunicorn.errors import AppImportError
 
+    from sagedet.model.precision import cpu_has_native_bf16
     from sagedet.serve.app import create_app
     from sagedet.serve.predictor import Batching, Predictor, resolve_device
     from sagedet.serve.settings import load_settings
@@ -33,9 +34,12 @@ def load() -> Flask:
         batching = Batching(settings.batch_limit(device.type), settings.batch_delay_ms / 1000)
         predictor = Predictor.load(settings.model_dir, settings.device, slot, settings.torch_threads(),
                                    inference_path=settings.inference_path, batching=batching,
-                                   decode_slots=settings.decode_slots(device.type))
+                                   decode_slots=settings.decode_slots(device.type), precision=settings.precision)
     except SagedetError as error:
         raise AppImportError(f"sagedet serve: cannot load the model: {error}") from error
+    if predictor.engine.precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        log.warning("sagedet worker %d: SAGEDET_PRECISION=bf16 on a CPU without bf16 instructions (AVX512_BF16 or "
+                    "AMX): oneDNN emulates them, slower than float32", os.getpid())
     for name, why in predictor.engine.failed.items():
         log.warning("sagedet worker %d: the %s inference path %s", os.getpid(), name, why)
     log.info("sagedet worker %d: %s loaded from %s in %.1f s", os.getpid(), predictor.describe(),

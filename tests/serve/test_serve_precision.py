@@ -1,0 +1,154 @@
+"""``SAGEDET_PRECISION``: the server's arithmetic. bf16 on the CPU answers within the stated tolerance of
+the float32 model (and is really computed in bf16), the float32-only paths are refused under it, a
+precision the device cannot run is named, and a model that bf16 moves too far stops the worker.
+
+bf16 runs on any CPU here: natively where the CPU has AVX512_BF16 or AMX, else emulated by oneDNN
+(slower, the same rounding), so these checks run on every machine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from serve_harness import Server, encode, one_torch_thread, scene  # noqa: F401 (autouse fixture)
+from trained_like import photos
+from trained_like import write_model as write_trained_like
+
+from sagedet.errors import ConfigError, ModelError
+from sagedet.model.precision import inference_dtype
+from sagedet.model.saved import load_detector
+from sagedet.serve import engines
+from sagedet.serve.codecs import Options, decode_image
+from sagedet.serve.engines import PRECISION_TOLERANCE, available_paths, build_engine
+from sagedet.serve.predictor import Predictor
+from sagedet.serve.settings import load_settings
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module", params=[("vgg-16", 268), ("resnet-50", 257)], ids=lambda p: p[0])
+def trained_like_dir(request, tmp_path_factory) -> Path:
+    network, size = request.param
+    root = tmp_path_factory.mktemp(f"bf16-{network}")
+    write_trained_like(root / "model", network, size)
+    return root / "model"
+
+
+@pytest.mark.parametrize("path", ["eager", "torchscript"])
+def test_bf16_on_the_cpu_answers_within_the_tolerance_of_float32(path: str, trained_like_dir: Path):
+    reference, _ = load_detector(trained_like_dir)
+    model, _ = load_detector(trained_like_dir)
+    engine = build_engine(path, model.eval(), trained_like_dir, CPU, precision="bf16")
+    assert (engine.name, engine.precision) == (path, "bf16")
+    assert engine.describe().startswith(f"{path} path in bf16")
+    images = photos(3, model.image_shape)
+    with torch.inference_mode():
+        want = reference.eval().decode(*reference(images))
+        got = engine(images)
+    assert want[0].std() > 1e-3  # scores that vary, so a wrong path cannot match by chance
+    differences = [(a - b).abs().max().item() for a, b in zip(got, want)]
+    assert all(a.dtype == torch.float32 for a in got)
+    assert max(differences) <= PRECISION_TOLERANCE, differences
+    assert differences[0] > 1e-4, differences  # bf16 really ran: float32 paths agree within ~1e-6 here
+
+
+def test_auto_under_bf16_measures_only_the_paths_that_run_it(trained_like_dir: Path):
+    model, _ = load_detector(trained_like_dir)
+    assert available_paths(CPU, model, torch.bfloat16) == ["eager", "torchscript"]
+    assert "winograd" in available_paths(CPU, model) and "onnxruntime" in available_paths(CPU, model)
+    engine = build_engine("auto", model.eval(), trained_like_dir, CPU, precision="bf16")
+    assert set(engine.timings) == {"eager", "torchscript"} and not engine.failed
+    assert engine.precision == "bf16" and engine.timings[engine.name] == min(engine.timings.values())
+
+
+@pytest.mark.parametrize("path", ["winograd", "onnxruntime"])
+def test_the_float32_paths_are_refused_under_bf16_naming_both_settings(path: str, trained_like_dir: Path):
+    model, _ = load_detector(trained_like_dir)
+    with pytest.raises(ConfigError, match=rf"^SAGEDET_INFERENCE_PATH={path}: not available in this worker: it "
+                                          r"computes in float32 only, and SAGEDET_PRECISION=bf16 asks for bf16; "
+                                          r"available: auto, eager, torchscript$"):
+        build_engine(path, model, trained_like_dir, CPU, precision="bf16")
+
+
+def test_float32_keeps_the_cpus_default_paths(trained_like_dir: Path):
+    model, _ = load_detector(trained_like_dir)
+    engine = build_engine("torchscript", model.eval(), trained_like_dir, CPU, precision="float32")
+    assert engine.precision == "float32"
+    assert available_paths(CPU, model, inference_dtype("float32", CPU)) == available_paths(CPU, model)
+
+
+def test_a_model_bf16_moves_too_far_stops_the_worker_naming_the_difference(trained_like_dir: Path, monkeypatch):
+    """Held to a tolerance no bf16 arithmetic meets, every path is left out and the worker stops, saying
+    by how much each path differs and to serve in float32; a requested path stops it the same way."""
+    monkeypatch.setattr(engines, "PRECISION_TOLERANCE", 1e-7)
+    model, _ = load_detector(trained_like_dir)
+    with pytest.raises(ModelError) as error:
+        build_engine("auto", model.eval(), trained_like_dir, CPU, precision="bf16")
+    message = str(error.value)
+    assert message.startswith("SAGEDET_PRECISION=bf16: no inference path answers within 1e-07 of the float32 model: ")
+    for path in ("eager", "torchscript"):
+        assert (f"{path} left out: the {path} path under SAGEDET_PRECISION=bf16 does not answer as the float32 model "
+                "does: its outputs differ from the model's by ") in message
+    assert message.endswith("serve this model in float32 (SAGEDET_PRECISION=float32, or auto on the CPU)")
+    with pytest.raises(ModelError, match=r"^SAGEDET_INFERENCE_PATH=eager: the eager path under SAGEDET_PRECISION="
+                                         r"bf16 does not answer as the float32 model does: its outputs differ from "
+                                         r"the model's by [0-9.e-]+ on the probe images \(allowed 1e-07\)$"):
+        build_engine("eager", model, trained_like_dir, CPU, precision="bf16")
+
+
+# --- the setting --------------------------------------------------------------------------------------
+
+def test_the_precision_is_read_and_a_bad_one_named(tmp_path: Path):
+    assert load_settings({"SAGEDET_OPT_ML": str(tmp_path)}, gpus=lambda: 0).precision == "auto"
+    assert load_settings({"SAGEDET_OPT_ML": str(tmp_path), "SAGEDET_PRECISION": " BF16 "}, gpus=lambda: 0).precision == "bf16"
+    with pytest.raises(ConfigError, match=r"SAGEDET_PRECISION='half': expected one of auto, float32, bf16, fp16"):
+        load_settings({"SAGEDET_OPT_ML": str(tmp_path), "SAGEDET_PRECISION": "half"}, gpus=lambda: 0)
+
+
+@pytest.mark.parametrize("precision, capability, want", [
+    ("auto", (9, 0), torch.bfloat16), ("auto", (7, 0), torch.float16), ("float32", (9, 0), None),
+    ("bf16", (8, 0), torch.bfloat16), ("fp16", (9, 0), torch.float16), ("fp16", (7, 5), torch.float16)])
+def test_the_dtype_on_cuda_follows_the_precision_and_the_gpu(monkeypatch, precision, capability, want):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert inference_dtype(precision, torch.device("cuda", 0)) == want
+
+
+def test_a_precision_the_device_cannot_run_is_named_with_what_it_can(monkeypatch):
+    assert inference_dtype("auto", CPU) is None and inference_dtype("bf16", CPU) == torch.bfloat16
+    with pytest.raises(ConfigError, match=r"^SAGEDET_PRECISION=fp16 needs a CUDA device; on cpu use bf16 \(CPUs with "
+                                          r"AVX512_BF16 or AMX run it natively\) or float32$"):
+        inference_dtype("fp16", CPU)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    with pytest.raises(ConfigError, match=r"^SAGEDET_PRECISION=bf16 needs a GPU with bf16 tensor cores \(compute "
+                                          r"capability 8\.0 or newer\); cuda:0 has 7\.5: use fp16 or auto$"):
+        inference_dtype("bf16", torch.device("cuda", 0))
+    with pytest.raises(ConfigError, match=r"^--precision 'fp32': expected one of auto, float32, bf16, fp16$"):
+        inference_dtype("fp32", CPU, "--precision")
+
+
+# --- the real server --------------------------------------------------------------------------------------
+
+def test_the_server_under_bf16_says_so_and_answers_as_the_float32_model(tmp_path: Path):
+    write_trained_like(tmp_path / "model", "vgg-16", 268)
+    image = encode(scene(200, 150, seed=5))
+    alone = Predictor.load(tmp_path / "model", "cpu", inference_path="eager")  # float32
+    assert alone.engine.precision == "float32"
+    options = Options(0.0, 200)
+    want = alone.predict(decode_image(image, 10**8, alone.image_shape), options)
+    server = Server(tmp_path, tmp_path / "serve.log", SAGEMAKER_MODEL_SERVER_WORKERS="1", SAGEDET_DEVICE="cpu",
+                    SAGEDET_PRECISION="bf16").start()
+    try:
+        response = server.invoke(image, attributes="max_detections=20")
+    finally:
+        server.stop()
+    log = server.output()
+    assert response.status == 200, log
+    assert " path in bf16 (measured per image: eager " in log
+    got = response.json()["prediction"]
+    assert len(got) == 20
+    fp32 = [(label, score, *box) for box, score, label in zip(want.boxes, want.scores, want.labels)]
+    for row in got:  # [class, score, xmin, ymin, xmax, ymax]: each among the float32 model's, within the tolerance
+        assert any(int(row[0]) == c[0] and all(abs(a - b) <= PRECISION_TOLERANCE for a, b in zip(row[1:], c[1:]))
+                   for c in fp32), (row, fp32[:20])

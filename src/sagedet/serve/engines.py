@@ -27,8 +27,9 @@ check their outputs against the float32 model's on the probe batch when they are
 more than ``PRECISION_TOLERANCE`` (0.05 in a score or a box coordinate) from float32 is left out, and
 a worker none of whose paths stays within it stops ("cannot load the model") rather than answer
 with other detections than its model's. On a CPU with bf16 instructions (AVX512_BF16 or AMX) bf16
-takes about half float32's time for vgg-16 and resnet-50 (docs/benchmarks.md); elsewhere it is
-emulated and slower.
+took 0.53-0.54x the float32 torchscript path's time for vgg-16 and resnet-50 on the development
+machine's Zen 4, 0.6-0.75x the fastest float32 path's (docs/benchmarks.md); elsewhere it is emulated
+and slower.
 
 ``SAGEDET_INFERENCE_PATH=auto`` (the default) builds every path the worker has and keeps the
 fastest: each runs a batch ``PROBE_ROUNDS`` times, the paths taking turns, after one untimed call

@@ -71,7 +71,7 @@ from torch import Tensor
 
 from sagedet.errors import ConfigError, ModelError, SagedetError
 from sagedet.model.fused_head import fuse_head
-from sagedet.model.precision import NAMES, amp_dtype, inference_dtype
+from sagedet.model.precision import NAMES, inference_dtype
 from sagedet.model.ssd import SSDDetector
 from sagedet.model.winograd import MIN_LARGE_MAP_CHANNELS, eligible, use_winograd
 
@@ -135,16 +135,12 @@ class Engine:
                 + (f" (measured per image{on}: {measured}{failed})" if measured else ""))
 
 
-_DEFAULT = object()
-
-
 def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
-def eager_path(model: SSDDetector, device: torch.device, dtype=_DEFAULT) -> Graph:
-    """The model as it is, under ``dtype``'s autocast (default: :func:`amp_dtype`'s for the device)."""
-    dtype = amp_dtype(device) if dtype is _DEFAULT else dtype
+def eager_path(model: SSDDetector, device: torch.device, dtype: torch.dtype | None = None) -> Graph:
+    """The model as it is, under ``dtype``'s autocast (None: float32)."""
     channels_last = device.type == "cuda" or dtype is not None  # oneDNN's bf16 convolutions want NHWC too
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -157,10 +153,9 @@ def eager_path(model: SSDDetector, device: torch.device, dtype=_DEFAULT) -> Grap
     return run
 
 
-def torchscript_path(model: SSDDetector, device: torch.device, dtype=_DEFAULT) -> Graph:
+def torchscript_path(model: SSDDetector, device: torch.device, dtype: torch.dtype | None = None) -> Graph:
     from sagedet.export import torchscript
 
-    dtype = amp_dtype(device) if dtype is _DEFAULT else dtype
     with _autocast(device, dtype), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch marks TorchScript deprecated; here it is still among the fastest
         graph = torchscript.trace(model, device, channels_last=True)
@@ -175,7 +170,7 @@ def winograd_path(model: SSDDetector, device: torch.device) -> Graph:
     converted = copy.deepcopy(model)
     converted.head = fuse_head(converted.head)  # before the conversion, which then takes the stacked convolutions
     use_winograd(converted)
-    return torchscript_path(converted, device)
+    return torchscript_path(converted, device)  # float32: Winograd's transforms need its precision
 
 
 def onnxruntime_path(model: SSDDetector, model_dir: Path, threads: int | None) -> Graph:
@@ -200,8 +195,7 @@ def _shape(dims: list) -> str:
     return "(" + ", ".join(str(n) if isinstance(n, int) else str(n or "?") for n in dims) + ")"
 
 
-def identity_tolerance(device: torch.device, dtype=_DEFAULT) -> float:
-    dtype = amp_dtype(device) if dtype is _DEFAULT else dtype
+def identity_tolerance(dtype: torch.dtype | None) -> float:
     return IDENTITY_TOLERANCE if dtype is None else AUTOCAST_IDENTITY_TOLERANCE
 
 
@@ -282,7 +276,7 @@ def build_engine(choice: str, model: SSDDetector, model_dir: Path, device: torch
     if choice == "eager" and not against_float32:
         return Engine(choice, builders[choice](), precision=precision_name)
     images = probe_images(model.image_shape, device, probe_batch)
-    tolerance = PRECISION_TOLERANCE if against_float32 else identity_tolerance(device, dtype)
+    tolerance = PRECISION_TOLERANCE if against_float32 else identity_tolerance(dtype)
     if choice != "auto":
         with torch.inference_mode():
             want = (eager_path(model, device, None) if against_float32 else builders["eager"]())(images)

@@ -29,6 +29,7 @@ from torchvision.transforms.v2 import functional as F
 from sagedet.allocator import tune_malloc
 from sagedet.data.transforms import eval_transform, scale_pixels
 from sagedet.devices import present_device
+from sagedet.model.precision import NAMES, amp_dtype
 from sagedet.model.saved import load_detector
 from sagedet.model.ssd import Detections, SSDDetector, select_detections
 from sagedet.serve.batching import Batcher
@@ -75,7 +76,8 @@ class Predictor:
         self.model = model
         self.metadata = metadata
         self.device = device
-        self.engine = engine or Engine("eager", eager_path(model, device))
+        dtype = amp_dtype(device)
+        self.engine = engine or Engine("eager", eager_path(model, device, dtype), precision=NAMES[dtype])
         self.image_shape = int(metadata["image_shape"])
         self._resize = eval_transform(self.image_shape)  # validation's resize: the model sees what it was scored on
         self.nms_threshold = float(metadata.get("nms_threshold", 0.45))

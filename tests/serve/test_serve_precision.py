@@ -8,6 +8,7 @@ bf16 runs on any CPU here: natively where the CPU has AVX512_BF16 or AMX, else e
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,48 @@ def test_a_model_bf16_moves_too_far_stops_the_worker_naming_the_difference(train
                                          r"bf16 does not answer as the float32 model does: its outputs differ from "
                                          r"the model's by [0-9.e-]+ on the probe images \(allowed 1e-07\)$"):
         build_engine("eager", model, trained_like_dir, CPU, precision="bf16")
+
+
+def gpu_default_on_the_cpu(monkeypatch) -> None:
+    """``auto`` as on a GPU with bf16 tensor cores (bf16 autocast), on this CPU: the fallback below is
+    build_engine's logic, the same on any device; tests/serve/test_serve_cuda.py meets it on a GPU."""
+    resolve = engines.inference_dtype
+    monkeypatch.setattr(engines, "inference_dtype",
+                        lambda precision, device: torch.bfloat16 if precision == "auto" else resolve(precision, device))
+
+
+def test_auto_on_a_gpu_keeps_bf16_for_a_model_it_serves_within_the_tolerance(trained_like_dir: Path, monkeypatch):
+    gpu_default_on_the_cpu(monkeypatch)
+    model, _ = load_detector(trained_like_dir)
+    engine = build_engine("auto", model.eval(), trained_like_dir, CPU)
+    assert engine.precision == "bf16" and not engine.failed
+    assert set(engine.timings) == {"eager", "torchscript"}
+
+
+def test_auto_on_a_gpu_serves_a_model_bf16_moves_too_far_in_float32_saying_why(tmp_path: Path, monkeypatch):
+    """mobilenet-v3 with every convolution random moves by ~0.3 under bf16 on the probe batch: auto serves
+    it in float32, with the float32 model's answers, and the log line names the difference."""
+    write_trained_like(tmp_path / "model", "mobilenet-v3", 128)
+    gpu_default_on_the_cpu(monkeypatch)
+    model, _ = load_detector(tmp_path / "model")
+    reference, _ = load_detector(tmp_path / "model")
+    for choice in ("auto", "torchscript"):
+        engine = build_engine(choice, model.eval(), tmp_path / "model", CPU)
+        assert engine.precision == "float32" and list(engine.failed)[-1] == "bf16"
+        why = engine.failed["bf16"]
+        assert why.startswith("left out, serving in float32: "), why
+        assert re.search(r"the (eager|torchscript) path in bf16 autocast does not answer as the float32 model "
+                         r"does: its outputs differ from the model's by [0-9.]+ on the probe images \(allowed "
+                         r"0.05\)", why), why
+        assert "bf16 left out, serving in float32: " in engine.describe()
+        images = photos(2, 128)
+        with torch.inference_mode():
+            want = reference.eval().decode(*reference(images))
+            got = engine(images)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, atol=1e-3, rtol=0)
+    assert set(build_engine("auto", model, tmp_path / "model", CPU).timings) == {"eager", "torchscript",
+                                                                                 "onnxruntime"}
 
 
 # --- the setting --------------------------------------------------------------------------------------

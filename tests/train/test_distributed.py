@@ -56,6 +56,27 @@ def test_one_process_collectives_are_the_identity():
     assert collective.all_gather([1, 2]) == [[1, 2]] and collective.broadcast({"a": 1}) == {"a": 1}
 
 
+GLOO_RESET = ("[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:44433: "
+              "Connection reset by peer. This is typically caused by a remote worker hanging or bugs in the application.")
+
+
+def test_a_peer_lost_inside_the_model_step_is_named_as_lost_contact():
+    """DDP's own collectives (buffers in the forward pass, gradients in the backward) raise gloo's
+    error when another process vanished (seen in CI: the host was killed during a backward pass)."""
+    collective = Collective(Rank(0, 0, 2, 1), torch.device("cpu"))
+    with pytest.raises(SagedetError, match=r"^lost contact with another training process \(host or GPU\): \[.*"
+                                           r"gloo.*Connection reset by peer\..*; that process's failure file says "
+                                           r"why it stopped$"):
+        with collective.model_step():
+            raise RuntimeError(GLOO_RESET)
+    with pytest.raises(RuntimeError, match="^CUDA out of memory"):  # not a communication error: as it is
+        with collective.model_step():
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    with pytest.raises(RuntimeError, match="gloo"):  # one process: no peer to lose, nothing renamed
+        with Collective(SOLO, torch.device("cpu")).model_step():
+            raise RuntimeError(GLOO_RESET)
+
+
 WORKER = """
 import os, pathlib, sys
 rank = int(os.environ["RANK"])

@@ -26,7 +26,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -293,9 +294,36 @@ class Collective:
     def _all_reduce(self, tensor: torch.Tensor) -> None:
         self._call(dist.all_reduce, tensor)
 
+    @contextmanager
+    def model_step(self) -> Iterator[None]:
+        """Around the training step's forward and backward passes, where DistributedDataParallel
+        broadcasts the buffers and all-reduces the gradients: a process that vanished shows there as a
+        gloo or NCCL error (the first collective after a host dies is as likely one of these as one of
+        the loop's own), named as the loop's collectives name it. Other errors (out of memory, a bad
+        loss) pass through as they are."""
+        try:
+            yield
+        except (RuntimeError, dist.DistBackendError) as error:
+            if self.active and _communication_error(error):
+                raise _lost_contact(error) from None
+            raise
+
     def _call(self, operation, *args, **kwargs) -> None:  # noqa: ANN001
         try:
             operation(*args, **kwargs)
         except (RuntimeError, dist.DistBackendError) as error:
-            raise SagedetError(f"lost contact with another training process (host or GPU): {error}; that "
-                               "process's failure file says why it stopped") from None
+            raise _lost_contact(error) from None
+
+
+_COMMUNICATION_MARKERS = ("gloo", "NCCL", "Connection reset by peer", "Connection closed by peer")
+"""What a communication failure's message holds: gloo's errors name their source file (.../gloo/transport/
+tcp/pair.cc:545] Read error ...: Connection reset by peer), NCCL's are DistBackendErrors naming NCCL."""
+
+
+def _communication_error(error: BaseException) -> bool:
+    return isinstance(error, dist.DistBackendError) or any(marker in str(error) for marker in _COMMUNICATION_MARKERS)
+
+
+def _lost_contact(error: BaseException) -> SagedetError:
+    return SagedetError(f"lost contact with another training process (host or GPU): {error}; that process's "
+                        "failure file says why it stopped")

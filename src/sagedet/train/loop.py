@@ -361,12 +361,13 @@ class Trainer:
                         total=_length(self.train_loader), disable=not self.runtime.show_progress)
         for batch in progress:
             batch = self._to_device(batch, distort=True)
-            with self._autocast():
-                cls_logits, box_codes = self.network(batch.images)
-            losses = self.model.loss(cls_logits, box_codes, batch.boxes, batch.labels)
-            loss = losses["cross_entropy"] + losses["smooth_l1"]
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
+            with self.collective.model_step():
+                with self._autocast():
+                    cls_logits, box_codes = self.network(batch.images)
+                losses = self.model.loss(cls_logits, box_codes, batch.boxes, batch.labels)
+                loss = losses["cross_entropy"] + losses["smooth_l1"]
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
             totals += torch.stack([losses["cross_entropy"].detach(), losses["smooth_l1"].detach()])

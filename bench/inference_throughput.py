@@ -99,14 +99,15 @@ def measure(network: str, args: argparse.Namespace, device: torch.device, tmp: P
         reference = model.decode(*model(images))
         for name in available_paths(device, model):
             log(f"{network}: building the {name} path")
-            graph = build_engine(name, model, tmp, device).run
+            engine = build_engine(name, model, tmp, device)  # in the precision a worker's auto gives it
+            graph, row = engine.run, f"sagedet {name} ({engine.precision})"
             scores, boxes = graph(images)
-            differences[f"sagedet {name}"] = max((scores.float() - reference[0]).abs().max().item(),
-                                                 (boxes.float() - reference[1]).abs().max().item())
+            differences[row] = max((scores.float() - reference[0]).abs().max().item(),
+                                   (boxes.float() - reference[1]).abs().max().item())
 
             def call(graph=graph):
                 return select_detections(*graph(images), NMS_THRESHOLD)
-            calls[f"sagedet {name}"] = call
+            calls[row] = call
         log(f"{network}: timing {len(calls)} rows, batch {args.batch_size}, {args.iterations} rounds")
         medians = alternating_medians(calls, args.iterations, args.warmup, device)
         peaks = {name: peak_memory(call, device) for name, call in calls.items()}

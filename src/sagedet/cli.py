@@ -185,8 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="draw only detections scoring at least this (default 0.5)")
     predict.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     predict.add_argument("--precision", default="auto",
-                         help="as the server's SAGEDET_PRECISION: auto (bf16 or fp16 autocast on CUDA, float32 on the "
-                              "CPU), float32, bf16 (checked within 0.05 of float32) or fp16 (CUDA)")
+                         help="as the server's SAGEDET_PRECISION: auto (bf16 or fp16 autocast on CUDA; on CPUs with "
+                              "bf16 instructions the fastest of bf16 and float32 paths; else float32), float32, bf16 or "
+                              "fp16 (CUDA); bf16 and fp16 are checked within 0.05 of float32")
     predict.set_defaults(run=_predict)
     invoke = commands.add_parser("invoke", help="send images to a running server's /invocations; write its answers "
                                                 "as JSON and drawn as PNG")

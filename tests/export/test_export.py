@@ -87,7 +87,7 @@ def test_server_runs_an_exported_onnx_file_from_the_model_folder(exported: Path,
     shutil.copyfile(exported / "out" / "model.onnx", model_dir / "model.onnx")
     monkeypatch.setattr(onnx, "to_bytes", no_export)
     from_file = Predictor.load(model_dir, "cpu", inference_path="onnxruntime")
-    eager = Predictor.load(model_dir, "cpu", inference_path="eager")
+    eager = Predictor.load(model_dir, "cpu", inference_path="eager", precision="float32")
     assert from_file.engine.name == "onnxruntime"
     image = photos(1, from_file.image_shape)
     options = Options(0.0, 50)

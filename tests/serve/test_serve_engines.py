@@ -14,12 +14,20 @@ from trained_like import write_model as write_trained_like
 
 from sagedet.errors import ConfigError, ModelError
 from sagedet.export.writer import TOLERANCE
+from sagedet.model import precision
 from sagedet.model.saved import load_detector
 from sagedet.serve import engines
 from sagedet.serve.engines import available_paths, build_engine
 from sagedet.serve.predictor import Batching, Predictor
 
 CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def float32_auto(monkeypatch):
+    """``auto`` as on a CPU without bf16 instructions: every path in float32, each held to eager by the
+    identity check. Where the CPU has bf16 instructions auto also races bf16 paths (test_serve_precision.py)."""
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from trained_like import photos
 from trained_like import write_model as write_trained_like
 
 from sagedet.errors import ConfigError, ModelError
+from sagedet.model import precision as precision_module
 from sagedet.model.precision import inference_dtype
 from sagedet.model.saved import load_detector
 from sagedet.serve import engines
@@ -92,53 +93,80 @@ def test_a_model_bf16_moves_too_far_stops_the_worker_naming_the_difference(train
     for path in ("eager", "torchscript"):
         assert (f"{path} left out: the {path} path under SAGEDET_PRECISION=bf16 does not answer as the float32 model "
                 "does: its outputs differ from the model's by ") in message
-    assert message.endswith("serve this model in float32 (SAGEDET_PRECISION=float32, or auto on the CPU)")
+    assert message.endswith("serve this model in float32 (SAGEDET_PRECISION=float32)")
     with pytest.raises(ModelError, match=r"^SAGEDET_INFERENCE_PATH=eager: the eager path under SAGEDET_PRECISION="
                                          r"bf16 does not answer as the float32 model does: its outputs differ from "
                                          r"the model's by [0-9.e-]+ on the probe images \(allowed 1e-07\)$"):
         build_engine("eager", model, trained_like_dir, CPU, precision="bf16")
 
 
-def gpu_default_on_the_cpu(monkeypatch) -> None:
-    """``auto`` as on a GPU with bf16 tensor cores (bf16 autocast), on this CPU: the fallback below is
-    build_engine's logic, the same on any device; tests/serve/test_serve_cuda.py meets it on a GPU."""
-    resolve = engines.inference_dtype
-    monkeypatch.setattr(engines, "inference_dtype",
-                        lambda precision, device: torch.bfloat16 if precision == "auto" else resolve(precision, device))
+@pytest.fixture(params=[True, False], ids=["bf16-cpu", "older-cpu"])
+def native_bf16(request, monkeypatch) -> bool:
+    """Whether the CPU has bf16 instructions, as ``auto`` sees it: both kinds, on whichever CPU runs the
+    tests (bf16 itself runs on any: emulated where the CPU lacks the instructions)."""
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: request.param)
+    return request.param
 
 
-def test_auto_on_a_gpu_keeps_bf16_for_a_model_it_serves_within_the_tolerance(trained_like_dir: Path, monkeypatch):
-    gpu_default_on_the_cpu(monkeypatch)
+def test_auto_on_the_cpu_races_bf16_against_float32_where_the_cpu_has_bf16(trained_like_dir: Path, native_bf16):
     model, _ = load_detector(trained_like_dir)
+    reference, _ = load_detector(trained_like_dir)
     engine = build_engine("auto", model.eval(), trained_like_dir, CPU)
-    assert engine.precision == "bf16" and not engine.failed
-    assert set(engine.timings) == {"eager", "torchscript"}
+    assert set(engine.timings) == {"eager", "torchscript", "winograd", "onnxruntime"} and not engine.failed
+    if native_bf16:
+        assert engine.precisions == {"eager": "bf16", "torchscript": "bf16", "winograd": "float32",
+                                     "onnxruntime": "float32"}
+        assert engine.precision == engine.precisions[engine.name]
+        assert "measured per image: eager in bf16 " in engine.describe()
+    else:
+        assert engine.precision == "float32" and engine.precisions == {}
+    images = photos(2, model.image_shape)
+    with torch.inference_mode():
+        want = reference.eval().decode(*reference(images))
+        got = engine(images)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=PRECISION_TOLERANCE if engine.precision == "bf16" else 1e-3, rtol=0)
 
 
-def test_auto_on_a_gpu_serves_a_model_bf16_moves_too_far_in_float32_saying_why(tmp_path: Path, monkeypatch):
-    """mobilenet-v3 with every convolution random moves by ~0.3 under bf16 on the probe batch: auto serves
-    it in float32, with the float32 model's answers, and the log line names the difference."""
+def test_auto_serves_a_model_bf16_moves_too_far_in_float32_saying_why(tmp_path: Path, monkeypatch):
+    """mobilenet-v3 with every convolution random moves by ~0.3 under bf16 on the probe batch: auto leaves
+    its bf16 paths out (float32 ones stay in the race), and a path asked for by name runs in float32;
+    each says by how much bf16 differed, and answers as the float32 model does."""
     write_trained_like(tmp_path / "model", "mobilenet-v3", 128)
-    gpu_default_on_the_cpu(monkeypatch)
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: True)
     model, _ = load_detector(tmp_path / "model")
     reference, _ = load_detector(tmp_path / "model")
-    for choice in ("auto", "torchscript"):
-        engine = build_engine(choice, model.eval(), tmp_path / "model", CPU)
-        assert engine.precision == "float32" and list(engine.failed)[-1] == "bf16"
-        why = engine.failed["bf16"]
-        assert why.startswith("left out, serving in float32: "), why
-        assert re.search(r"the (eager|torchscript) path in bf16 autocast does not answer as the float32 model "
-                         r"does: its outputs differ from the model's by [0-9.]+ on the probe images \(allowed "
-                         r"0.05\)", why), why
-        assert "bf16 left out, serving in float32: " in engine.describe()
-        images = photos(2, 128)
-        with torch.inference_mode():
-            want = reference.eval().decode(*reference(images))
-            got = engine(images)
-        for a, b in zip(got, want):
-            torch.testing.assert_close(a, b, atol=1e-3, rtol=0)
-    assert set(build_engine("auto", model, tmp_path / "model", CPU).timings) == {"eager", "torchscript",
-                                                                                 "onnxruntime"}
+    differs = (r"path in bf16 autocast does not answer as the float32 model does: its outputs differ from the "
+               r"model's by [0-9.]+ on the probe images \(allowed 0.05\)")
+    raced = build_engine("auto", model.eval(), tmp_path / "model", CPU)
+    assert (raced.name, raced.precision, set(raced.timings)) == ("onnxruntime", "float32", {"onnxruntime"})
+    for path in ("eager", "torchscript"):
+        assert re.fullmatch(rf"left out: the {path} {differs}", raced.failed[path]), raced.failed
+    named = build_engine("torchscript", model, tmp_path / "model", CPU)
+    assert named.precision == "float32" and list(named.failed) == ["bf16"]
+    assert re.fullmatch(rf"left out, serving in float32: SAGEDET_INFERENCE_PATH=torchscript: the torchscript "
+                        rf"{differs}", named.failed["bf16"]), named.failed
+    assert named.describe().startswith("torchscript path in float32 (bf16 left out, serving in float32: ")
+    images = photos(2, 128)
+    with torch.inference_mode():
+        want = reference.eval().decode(*reference(images))
+        for engine in (raced, named):
+            for a, b in zip(engine(images), want):
+                torch.testing.assert_close(a, b, atol=1e-3, rtol=0)
+
+
+def test_auto_on_a_gpu_serves_in_float32_when_no_path_stays_within_the_tolerance(tmp_path: Path, monkeypatch):
+    """On a GPU only eager and torchscript run, both under autocast: when neither stays within the tolerance
+    the worker serves in float32. The same logic on this CPU, with every float32-only path unavailable."""
+    write_trained_like(tmp_path / "model", "mobilenet-v3", 128)
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(engines, "available_paths", lambda device, model, dtype=None: ["eager", "torchscript"])
+    model, _ = load_detector(tmp_path / "model")
+    engine = build_engine("auto", model.eval(), tmp_path / "model", CPU)
+    assert engine.precision == "float32" and set(engine.timings) == {"eager", "torchscript"}
+    assert engine.failed["bf16"].startswith("left out, serving in float32: no inference path answers within 0.05 "
+                                            "of the float32 model in bf16: eager left out: the eager path in bf16 "
+                                            "autocast does not answer"), engine.failed
 
 
 # --- the setting --------------------------------------------------------------------------------------
@@ -159,7 +187,10 @@ def test_the_dtype_on_cuda_follows_the_precision_and_the_gpu(monkeypatch, precis
 
 
 def test_a_precision_the_device_cannot_run_is_named_with_what_it_can(monkeypatch):
-    assert inference_dtype("auto", CPU) is None and inference_dtype("bf16", CPU) == torch.bfloat16
+    assert inference_dtype("bf16", CPU) == torch.bfloat16
+    for native, auto in ((True, torch.bfloat16), (False, None)):  # auto: bf16 only where the CPU has it
+        monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda native=native: native)
+        assert inference_dtype("auto", CPU) == auto
     with pytest.raises(ConfigError, match=r"^SAGEDET_PRECISION=fp16 needs a CUDA device; on cpu use bf16 \(CPUs with "
                                           r"AVX512_BF16 or AMX run it natively\) or float32$"):
         inference_dtype("fp16", CPU)
@@ -176,7 +207,7 @@ def test_a_precision_the_device_cannot_run_is_named_with_what_it_can(monkeypatch
 def test_the_server_under_bf16_says_so_and_answers_as_the_float32_model(tmp_path: Path):
     write_trained_like(tmp_path / "model", "vgg-16", 268)
     image = encode(scene(200, 150, seed=5))
-    alone = Predictor.load(tmp_path / "model", "cpu", inference_path="eager")  # float32
+    alone = Predictor.load(tmp_path / "model", "cpu", inference_path="eager", precision="float32")
     assert alone.engine.precision == "float32"
     options = Options(0.0, 200)
     want = alone.predict(decode_image(image, 10**8, alone.image_shape), options)

@@ -13,8 +13,10 @@ T4 7.5: SageMaker's p3 and g4dn instances) only emulate bf16 — ``torch.cuda.is
 says yes there, as it counts emulation — and get fp16, whose tensor cores they have."""
 
 PRECISIONS = ("auto", "float32", "bf16", "fp16")
-"""``SAGEDET_PRECISION``: ``auto`` is :func:`amp_dtype` (bf16 or fp16 autocast on CUDA, float32 on the
-CPU); the others ask for one precision on any device (fp16 on CUDA only)."""
+"""``SAGEDET_PRECISION``: ``auto`` is :func:`amp_dtype` on CUDA (bf16 or fp16 autocast) and, on a CPU with
+bf16 instructions, bf16 (float32 on other CPUs); the server holds it to the float32 model's answers
+and falls back to float32 where it strays (:mod:`sagedet.serve.engines`). The others ask for one
+precision on any device (fp16 on CUDA only)."""
 
 _DTYPES = {"float32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 NAMES = {None: "float32", torch.bfloat16: "bf16", torch.float16: "fp16"}
@@ -31,10 +33,12 @@ def amp_dtype(device: torch.device) -> torch.dtype | None:
 
 def inference_dtype(precision: str, device: torch.device, source: str = "SAGEDET_PRECISION") -> torch.dtype | None:
     """The autocast dtype the server runs the model under for ``precision`` (one of :data:`PRECISIONS`)
-    on ``device``, None for float32. Raises ConfigError, naming ``source``, for a precision the device
+    on ``device``, None for float32 (under ``auto`` on the CPU the server also races float32 paths). Raises ConfigError, naming ``source``, for a precision the device
     cannot run: fp16 off CUDA (the CPU has no fast fp16 convolutions), bf16 on a GPU without bf16 tensor
     cores (it would be emulated, slower than fp16)."""
     if precision == "auto":
+        if device.type == "cpu":
+            return torch.bfloat16 if cpu_has_native_bf16() else None
         return amp_dtype(device)
     if precision not in _DTYPES:  # SAGEDET_PRECISION is checked with the other settings; --precision here
         raise ConfigError(f"{source} {precision!r}: expected one of {', '.join(PRECISIONS)}")

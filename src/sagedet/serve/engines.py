@@ -19,19 +19,20 @@ onnxruntime     ONNX Runtime's CPU provider (graph optimizations on) running ``m
                 only, and only when the onnxruntime package is installed (it is in the images)
 =============== ==================================================================================
 
-``SAGEDET_PRECISION`` (:mod:`sagedet.model.precision`) sets the arithmetic: ``auto`` (the default)
-runs CUDA under bf16 (else fp16) autocast and the CPU in float32, as above; ``float32`` runs every
-device in float32; ``bf16`` (CUDA with bf16 tensor cores, or the CPU) and ``fp16`` (CUDA) run the
-eager and torchscript paths under that autocast (winograd and onnxruntime are float32 paths). Every
-path under a reduced precision, auto's on CUDA included, has its outputs checked against the float32
-model's on the probe batch when it is built: a path more than ``PRECISION_TOLERANCE`` (0.05 in a
-score or a box coordinate) from float32 is left out. When none stays within it, a worker under
-``auto`` serves the model in float32 and its log line says why; one under a requested ``bf16`` or
-``fp16`` stops ("cannot load the model") rather than answer with other detections than its model's.
-On a CPU with bf16 instructions (AVX512_BF16 or AMX) bf16
-took 0.53-0.54x the float32 torchscript path's time for vgg-16 and resnet-50 on the development
-machine's Zen 4, 0.6-0.75x the fastest float32 path's (docs/benchmarks.md); elsewhere it is emulated
-and slower.
+``SAGEDET_PRECISION`` (:mod:`sagedet.model.precision`) sets the arithmetic. ``auto`` (the default) runs
+CUDA under bf16 (else fp16) autocast; on a CPU with bf16 instructions (AVX512_BF16 or AMX) it races
+the eager and torchscript paths in bf16 against winograd and onnxruntime in float32 and keeps the
+fastest; on other CPUs everything runs in float32, as above. ``float32`` runs every device in float32;
+``bf16`` (CUDA with bf16 tensor cores, or any CPU) and ``fp16`` (CUDA) run only the eager and
+torchscript paths, under that autocast (winograd and onnxruntime are float32 paths). Every path under
+a reduced precision, auto's included, has its outputs checked against the float32 model's on the probe
+batch when it is built: a path more than ``PRECISION_TOLERANCE`` (0.05 in a score or a box coordinate)
+from float32 is left out. When no path is left, a worker under ``auto`` serves the model in float32
+and its log line says why; one under a requested ``bf16`` or ``fp16`` stops ("cannot load the model")
+rather than answer with other detections than its model's. On the development machine's Zen 4 (AVX512_BF16)
+bf16 took 0.53-0.54x the float32 torchscript path's time for vgg-16 and resnet-50, 0.6-0.75x the fastest
+float32 path's (docs/benchmarks.md); on CPUs without bf16 instructions it is emulated and slower, which
+is why ``auto`` uses it only where the CPU has them.
 
 ``SAGEDET_INFERENCE_PATH=auto`` (the default) builds every path the worker has and keeps the
 fastest: each runs a batch ``PROBE_ROUNDS`` times, the paths taking turns, after one untimed call
@@ -121,14 +122,16 @@ class Engine:
     failed: dict[str, str] = field(default_factory=dict)  # paths left out, each with why (a phrase)
     probe_batch: int = 1  # the batch size the timings were measured on
     precision: str = "float32"  # the arithmetic the path runs in: float32, bf16 or fp16 (autocast)
+    precisions: dict[str, str] = field(default_factory=dict)  # each timed path's, when they differ
 
     def __call__(self, images: Tensor) -> tuple[Tensor, Tensor]:
         return self.run(images)
 
     def describe(self) -> str:
         on = f" in batches of {self.probe_batch}" if self.probe_batch > 1 else ""
-        details = [f"measured per image{on}: " + ", ".join(f"{name} {ms:.1f} ms" for name, ms in self.timings.items())
-                   ] if self.timings else []
+        details = [f"measured per image{on}: " + ", ".join(
+            f"{name}{f' in {self.precisions[name]}' if name in self.precisions else ''} {ms:.1f} ms"
+            for name, ms in self.timings.items())] if self.timings else []
         details += [f"{name} {why}" for name, why in self.failed.items()]
         return f"{self.name} path in {self.precision}" + (f" ({'; '.join(details)})" if details else "")
 
@@ -247,8 +250,10 @@ def build_engine(choice: str, model: SSDDetector, model_dir: Path, device: torch
     """The path ``choice`` names, or with ``auto`` the fastest path measured here on batches of
     ``probe_batch`` images, in the arithmetic ``precision`` (``SAGEDET_PRECISION``) names.
 
-    Under ``auto`` on a GPU the reduced precision is held to the float32 model as a requested one is;
-    a model it moves further than ``PRECISION_TOLERANCE`` is served in float32, and the log line says why.
+    ``auto``'s reduced precision (autocast on a GPU, bf16 on a CPU with bf16 instructions) is held to the
+    float32 model as a requested one is; on the CPU the float32-only paths (winograd, onnxruntime) race
+    the bf16 ones. A model that no path serves within ``PRECISION_TOLERANCE`` is served in float32, and
+    the log line says why.
     """
     dtype = inference_dtype(precision, device)
     if precision != "auto" or dtype is None:
@@ -264,12 +269,15 @@ def build_engine(choice: str, model: SSDDetector, model_dir: Path, device: torch
 def _build_engine(choice: str, model: SSDDetector, model_dir: Path, device: torch.device, threads: int | None,
                   probe_batch: int, dtype: torch.dtype | None, precision: str) -> Engine:
     """``build_engine`` in one arithmetic: float32 (``dtype`` None) or ``dtype``'s autocast, which
-    every path, eager's included, must run within ``PRECISION_TOLERANCE`` of the float32 model."""
-    precision_name = NAMES[dtype]
-    names = available_paths(device, model, dtype)
+    every path, eager's included, must run within ``PRECISION_TOLERANCE`` of the float32 model. Under
+    ``auto`` on the CPU the float32-only paths join in float32."""
+    dtypes = dict.fromkeys(available_paths(device, model, dtype), dtype)
+    if precision == "auto" and dtype is not None:
+        dtypes.update({name: None for name in available_paths(device, model) if name not in dtypes})
+    names = list(dtypes)
     if choice != "auto" and choice not in names:
-        if choice in ("winograd", "onnxruntime") and dtype is not None and device.type == "cpu":
-            why = f"it computes in float32 only, and SAGEDET_PRECISION={precision} asks for {precision_name}"
+        if choice in ("winograd", "onnxruntime") and precision != "auto" and dtype is not None and device.type == "cpu":
+            why = f"it computes in float32 only, and SAGEDET_PRECISION={precision} asks for {NAMES[dtype]}"
         else:
             why = {"onnxruntime": "it needs the CPU and the onnxruntime package (pip install "
                                   "'sagedet[onnxruntime]')",
@@ -278,28 +286,32 @@ def _build_engine(choice: str, model: SSDDetector, model_dir: Path, device: torc
         raise ConfigError(f"SAGEDET_INFERENCE_PATH={choice}: not available in this worker: {why}; "
                           f"available: auto, {', '.join(names)}")
     builders: dict[str, Callable[[], Graph]] = {
-        "eager": lambda: eager_path(model, device, dtype),
-        "torchscript": lambda: torchscript_path(model, device, dtype),
+        "eager": lambda: eager_path(model, device, dtypes["eager"]),
+        "torchscript": lambda: torchscript_path(model, device, dtypes["torchscript"]),
         "winograd": lambda: winograd_path(model, device),
         "onnxruntime": lambda: onnxruntime_path(model, model_dir, threads),
     }
-    # A reduced precision is held to the float32 model's answers, eager's included; in float32 each
-    # path is held to eager's (an identity check: see IDENTITY_TOLERANCE).
-    against_float32 = dtype is not None
-    if choice == "eager" and not against_float32:
-        return Engine(choice, builders[choice](), precision=precision_name)
+    # The reference is the float32 model (eager). A path in reduced precision is held to it within
+    # PRECISION_TOLERANCE; a float32 path within IDENTITY_TOLERANCE (an identity check: see there).
+    def tolerance(name: str) -> float:
+        return PRECISION_TOLERANCE if dtypes[name] is not None else IDENTITY_TOLERANCE
+
+    def refusal(name: str, why: str) -> str:
+        return _refusal(name, model_dir, why, precision, dtypes[name])
+
+    if choice == "eager" and dtype is None:
+        return Engine(choice, builders[choice](), precision="float32")
     images = probe_images(model.image_shape, device, probe_batch)
-    tolerance = PRECISION_TOLERANCE if against_float32 else IDENTITY_TOLERANCE
     if choice != "auto":
         with torch.inference_mode():
-            want = (eager_path(model, device, None) if against_float32 else builders["eager"]())(images)
+            want = eager_path(model, device, None)(images)
         try:
             graph = builders[choice]()
         except SagedetError as error:  # a model.onnx that does not fit or cannot be read
             raise type(error)(f"SAGEDET_INFERENCE_PATH={choice}: {error}") from error
-        if why := disagreement(graph, images, want, tolerance):
-            raise ModelError(f"SAGEDET_INFERENCE_PATH={choice}: {_refusal(choice, model_dir, why, precision, dtype)}")
-        return Engine(choice, graph, precision=precision_name)
+        if why := disagreement(graph, images, want, tolerance(choice)):
+            raise ModelError(f"SAGEDET_INFERENCE_PATH={choice}: {refusal(choice, why)}")
+        return Engine(choice, graph, precision=NAMES[dtypes[choice]])
     graphs, failed = {}, {}
     for name in names:
         try:
@@ -310,22 +322,23 @@ def _build_engine(choice: str, model: SSDDetector, model_dir: Path, device: torc
             failed[name] = f"could not be built ({type(error).__name__}: {error})"
     # The first, untimed call of each path (it allocates, tunes and optimizes) is its check.
     with torch.inference_mode():
-        want = (eager_path(model, device, None) if against_float32 else graphs["eager"])(images)
-    for name in [name for name in graphs if against_float32 or name != "eager"]:
-        if why := disagreement(graphs[name], images, want, tolerance):
-            failed[name] = f"left out: {_refusal(name, model_dir, why, precision, dtype)}"
+        want = (graphs["eager"] if dtypes["eager"] is None else eager_path(model, device, None))(images)
+    for name in [name for name in graphs if not (name == "eager" and dtypes[name] is None)]:
+        if why := disagreement(graphs[name], images, want, tolerance(name)):
+            failed[name] = f"left out: {refusal(name, why)}"
             del graphs[name]
     if not graphs:
         paths = "; ".join(f"{name} {why}" for name, why in failed.items())
         if precision == "auto":  # build_engine serves the model in float32 instead
-            raise ModelError(f"no inference path answers within {tolerance:g} of the float32 model in "
-                             f"{precision_name}: {paths}")
-        raise ModelError(f"SAGEDET_PRECISION={precision}: no inference path answers within {tolerance:g} of the "
-                         f"float32 model: {paths}; serve this model in float32 (SAGEDET_PRECISION=float32, or auto "
-                         f"on the CPU)")
+            raise ModelError(f"no inference path answers within {PRECISION_TOLERANCE:g} of the float32 model in "
+                             f"{NAMES[dtype]}: {paths}")
+        raise ModelError(f"SAGEDET_PRECISION={precision}: no inference path answers within {PRECISION_TOLERANCE:g} "
+                         f"of the float32 model: {paths}; serve this model in float32 (SAGEDET_PRECISION=float32)")
     timings = measure(graphs, model.image_shape, device, batch=probe_batch, first_calls=False)
     best = min(timings, key=timings.get)
-    return Engine(best, graphs[best], timings, failed, probe_batch, precision_name)
+    precisions = {name: NAMES[dtypes[name]] for name in timings}
+    return Engine(best, graphs[best], timings, failed, probe_batch, precisions[best],
+                  precisions if len(set(precisions.values())) > 1 else {})
 
 
 @torch.inference_mode()

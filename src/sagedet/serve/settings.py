@@ -38,10 +38,11 @@ SAGEDET_INFERENCE_PATH              auto (default: the fastest path measured whe
                                     starts), eager, torchscript, winograd or onnxruntime
                                     (see sagedet.serve.engines)
 SAGEDET_PRECISION                   auto (default: bf16 autocast on CUDA GPUs with bf16 tensor
-                                    cores, else fp16, float32 for a model it moves past 0.05;
-                                    float32 on the CPU), float32, bf16 (CUDA or the CPU, checked
-                                    within 0.05 of float32 when the worker starts) or fp16 (CUDA)
-                                    (see sagedet.serve.engines)
+                                    cores, else fp16; on CPUs with bf16 instructions bf16 paths
+                                    race float32 ones; float32 on other CPUs, and for a model
+                                    bf16 moves past 0.05), float32, bf16 (CUDA or the CPU) or
+                                    fp16 (CUDA); reduced precision is checked within 0.05 of
+                                    float32 when the worker starts (see sagedet.serve.engines)
 SAGEDET_BATCH_SIZE                  most images one model call takes from concurrent requests
                                     (request batching), 1 to 256; 1 turns batching off (default:
                                     16 on CUDA, 1 on the CPU)

@@ -97,7 +97,7 @@ network with another seed's weights 0.65 to 1.0 away."""
 PRECISION_TOLERANCE = 0.05
 """Largest difference from the float32 model's outputs, in any score or box coordinate (scores are
 probabilities, boxes fractions of the image), allowed to a path under bf16 or fp16 (requested, or
-``auto``'s autocast on CUDA): bf16 keeps 8 bits of mantissa, rounding by up to 2^-9 per operation through ~20
+``auto``'s on CUDA and on CPUs with bf16 instructions): bf16 keeps 8 bits of mantissa, rounding by up to 2^-9 per operation through ~20
 layers. vgg-16 and resnet-50 with trained-like weights (tests/trained_like.py) at 300 px moved by at most
 0.022 (scores) and 0.004 (boxes) under bf16 on the development CPU, on four real-looking images (scratch);
 tests/serve/test_serve_precision.py holds them to this tolerance at 268 and 257 px, on such images and on

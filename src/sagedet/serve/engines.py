@@ -260,10 +260,15 @@ def build_engine(choice: str, model: SSDDetector, model_dir: Path, device: torch
         return _build_engine(choice, model, model_dir, device, threads, probe_batch, dtype, precision)
     try:
         return _build_engine(choice, model, model_dir, device, threads, probe_batch, dtype, precision)
-    except ModelError as error:
+    except _ReducedPrecisionRefused as error:  # other refusals (a stale model.onnx) would only repeat
         engine = _build_engine(choice, model, model_dir, device, threads, probe_batch, None, precision)
         engine.failed[NAMES[dtype]] = f"left out, serving in float32: {error}"
         return engine
+
+
+class _ReducedPrecisionRefused(ModelError):
+    """No path, or not the path asked for, answers within ``PRECISION_TOLERANCE`` of the float32 model in
+    reduced precision: under ``auto``, build_engine serves in float32 instead."""
 
 
 def _build_engine(choice: str, model: SSDDetector, model_dir: Path, device: torch.device, threads: int | None,
@@ -310,7 +315,8 @@ def _build_engine(choice: str, model: SSDDetector, model_dir: Path, device: torc
         except SagedetError as error:  # a model.onnx that does not fit or cannot be read
             raise type(error)(f"SAGEDET_INFERENCE_PATH={choice}: {error}") from error
         if why := disagreement(graph, images, want, tolerance(choice)):
-            raise ModelError(f"SAGEDET_INFERENCE_PATH={choice}: {refusal(choice, why)}")
+            refused = ModelError if dtypes[choice] is None else _ReducedPrecisionRefused
+            raise refused(f"SAGEDET_INFERENCE_PATH={choice}: {refusal(choice, why)}")
         return Engine(choice, graph, precision=NAMES[dtypes[choice]])
     graphs, failed = {}, {}
     for name in names:
@@ -330,7 +336,7 @@ def _build_engine(choice: str, model: SSDDetector, model_dir: Path, device: torc
     if not graphs:
         paths = "; ".join(f"{name} {why}" for name, why in failed.items())
         if precision == "auto":  # build_engine serves the model in float32 instead
-            raise ModelError(f"no inference path answers within {PRECISION_TOLERANCE:g} of the float32 model in "
+            raise _ReducedPrecisionRefused(f"no inference path answers within {PRECISION_TOLERANCE:g} of the float32 model in "
                              f"{NAMES[dtype]}: {paths}")
         raise ModelError(f"SAGEDET_PRECISION={precision}: no inference path answers within {PRECISION_TOLERANCE:g} "
                          f"of the float32 model: {paths}; serve this model in float32 (SAGEDET_PRECISION=float32)")

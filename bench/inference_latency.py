@@ -22,13 +22,13 @@ after ``--warmup`` calls, median and mean in milliseconds:
 - **sagedet bf16** (``SAGEDET_PRECISION=bf16``, by default where the CPU has bf16 instructions,
   ``--bf16``/``--no-bf16`` to choose): the server's eager and torchscript paths under bf16 autocast
   (``sagedet.serve.engines.eager_path`` / ``torchscript_path``), which ``auto`` races against the
-  float32 paths on such CPUs;
+  float32 paths on such CPUs. Their difference from float32 eager is also given on a copy of the model
+  whose head is scaled so that logits and box codes spread as a trained model's (the timed model's
+  random logits reach the hundreds, where bf16's rounding saturates the softmax differently: a
+  difference of ~1 there says nothing of a trained model);
 - **the server's choice**: what ``build_engine("auto", ...)`` keeps, as a worker does at start under the
-  default ``SAGEDET_PRECISION=auto`` and ``SAGEDET_INFERENCE_PATH=auto``, built on a copy of the model
-  whose head is scaled as for the bf16 rows' differences, since its bf16 paths are checked against float32. Their difference from float32 eager is
-  given on a copy of the model whose head is scaled so that logits and box codes spread as a trained
-  model's (the timed model's random logits reach the hundreds, where bf16's rounding saturates the
-  softmax differently: a difference of ~1 there says nothing of a trained model).
+  default ``SAGEDET_PRECISION=auto`` and ``SAGEDET_INFERENCE_PATH=auto``, built on that scaled copy,
+  since its bf16 paths are checked against float32.
 
 The weights are random, batch normalization statistics included, so that scores vary as a trained
 model's do (an untrained network's outputs are all but constant, which would make NMS trivial).
@@ -172,22 +172,19 @@ def measure(network: str, args: argparse.Namespace, tmp: Path) -> list[list[str]
         reference = model.decode(*model(image))
         differences = {}
         runs = paths(model, onnx_file, torch.get_num_threads())
+        scaled = calibrated(model).eval()
+        scaled_reference = scaled.decode(*scaled(image))
         if args.bf16:
             timed_bf16 = bf16_paths(model)
             runs.update(timed_bf16)
-            scaled = calibrated(model).eval()
-            scaled_reference = scaled.decode(*scaled(image))
             for name, run in bf16_paths(scaled).items():
                 differences[name] = (f"{largest_difference(timed_bf16[name](image), reference):.1e} (random head), "
                                      f"{largest_difference(run(image), scaled_reference):.1e} (calibrated head)")
         log(f"{network}: the server's auto choice")
-        chooser = calibrated(model).eval()  # bf16 is held to float32 within 0.05: a trained model's logits
-        engine = build_engine("auto", chooser, tmp, torch.device("cpu"))
+        engine = build_engine("auto", scaled, tmp, torch.device("cpu"))  # bf16 held to float32: a trained head
         auto_row = f"the server's choice under SAGEDET_PRECISION=auto: {engine.name} in {engine.precision}"
         runs[auto_row] = engine.run
-        with torch.inference_mode():
-            want = chooser.decode(*chooser(image))
-        differences[auto_row] = f"{largest_difference(engine(image), want):.1e} (calibrated head)"
+        differences[auto_row] = f"{largest_difference(engine(image), scaled_reference):.1e} (calibrated head)"
         for name, run in runs.items():
             log(f"{network}: {name}")
             difference = differences.get(name) or f"{largest_difference(run(image), reference):.1e}"

@@ -9,6 +9,7 @@
 #   train-512  ... at 512: images/s of ours and of torchvision's SSD, data loading in and out
 #   infer      bench/inference_throughput.py --device cuda, batch 64: images/s of each inference path
 #
+# NETWORKS (e.g. NETWORKS=resnet-50) limits the benchmarks to those base networks (default: all three).
 # Output (markdown and logs) goes to OUTDIR, default $OUT (the device tool's folder) or bench-results/.
 # Runs with the interpreter in $PYTHON (default python3) and the repository's src/ on PYTHONPATH;
 # wheels in .whl/ (bench/gpu_wheels.sh: packages a GPU image may lack, such as pycocotools, flask,
@@ -24,6 +25,7 @@ if ls .whl/*.whl >/dev/null 2>&1; then
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+read -r -a networks <<< "${NETWORKS:-vgg-16 resnet-50 mobilenet-v3}"
 { nvidia-smi || echo "nvidia-smi: not available"; "$python" -c "import torch, torchvision; print('torch', torch.__version__, \
 'torchvision', torchvision.__version__, 'CUDA', torch.cuda.is_available() and torch.cuda.get_device_name(0))"; } \
     > "$out/machine.txt" 2>&1
@@ -35,9 +37,11 @@ run_part() {
                 "tests/data/test_dataset.py::test_batch_pin_memory" 2>&1 | tee "$out/tests.log" ;;
         train-300|train-512)
             { "$python" bench/train_throughput.py --device cuda --batch-size 64 --image-shapes "${1#train-}" \
+                --networks "${networks[@]}" \
                 > "$out/$1.md"; } 2>&1 | tee "$out/$1.log" ;;
         infer)
-            { "$python" bench/inference_throughput.py --device cuda --batch-size 64 > "$out/infer.md"; } 2>&1 \
+            { "$python" bench/inference_throughput.py --device cuda --batch-size 64 --networks "${networks[@]}" \
+                > "$out/infer.md"; } 2>&1 \
                 | tee "$out/infer.log" ;;
         *)
             echo "unknown part '$1': expected tests, train-300, train-512, infer or all" >&2; return 2 ;;

@@ -42,3 +42,19 @@ def test_the_gpu_suite_runs_every_part_logs_each_and_says_when_one_failed(tmp_pa
                          ("infer", "inference_throughput.py")]:
         assert (out / f"{part}.md").read_text() == f"| table of bench/{script} |\n"
         assert (out / f"{part}.log").read_text() == f"progress of bench/{script}\n"
+
+
+@pytest.mark.parametrize("networks, expected", [(None, "--networks vgg-16 resnet-50 mobilenet-v3"),
+                                                ("resnet-50", "--networks resnet-50")])
+def test_the_gpu_suite_passes_networks_to_both_benchmarks(tmp_path: Path, networks: str | None, expected: str):
+    """NETWORKS limits train-300 and infer to the base networks named (15 minutes of device time do not
+    fit every network); without it both run all three."""
+    interpreter = tmp_path / "python"
+    interpreter.write_text("#!/bin/sh\necho \"$*\"\n")
+    interpreter.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(interpreter), **({"NETWORKS": networks} if networks else {})}
+    for part in ("train-300", "infer"):
+        result = subprocess.run(["bash", str(BENCH / "gpu_suite.sh"), part, str(tmp_path)], capture_output=True,
+                                text=True, timeout=60, env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert (tmp_path / f"{part}.md").read_text().rstrip().endswith(expected)

@@ -124,3 +124,33 @@ def test_gpus_are_counted_without_asking_cuda_whether_it_is_available(monkeypatc
     monkeypatch.setattr(torch.cuda, "is_available", refuse)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
     assert count_gpus() == 3
+
+
+@pytest.mark.parametrize(("name", "slot", "expected"), [
+    ("auto", 3, "cuda:1"), ("cuda", 3, "cuda:1"), ("cuda", 0, "cuda:0"), ("cuda:0", 3, "cuda:0"), ("cpu", 3, "cpu"),
+])
+def test_a_worker_gets_an_indexed_device(monkeypatch, name: str, slot: int, expected: str):
+    """On a machine with 2 GPUs (counted as torch counts them): ``cuda`` shares the workers out between
+    the GPUs as ``auto`` does, with the index that torch.cuda.set_device needs (an index-less ``cuda``
+    made every worker's set_device raise ValueError); ``cuda:N`` puts every worker on GPU N."""
+    import torch
+
+    from sagedet.serve.predictor import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device(name, slot) == torch.device(expected)
+
+
+def test_cuda_on_a_machine_without_it_is_refused_by_name(monkeypatch):
+    import torch
+
+    from sagedet.serve.predictor import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert resolve_device("auto", 1) == torch.device("cpu")
+    with pytest.raises(ConfigError, match="SAGEDET_DEVICE=cuda: CUDA is not available on this machine"):
+        resolve_device("cuda", 1)
+    with pytest.raises(ConfigError, match="SAGEDET_DEVICE=cuda:1: CUDA is not available on this machine"):
+        resolve_device("cuda:1", 0)

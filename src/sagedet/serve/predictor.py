@@ -54,12 +54,14 @@ class Prediction:
 
 
 def resolve_device(name: str = "auto", slot: int = 0) -> torch.device:
-    """``auto``: CUDA device ``slot`` mod the GPU count when CUDA is present, else the CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", slot % torch.cuda.device_count())
+    """``auto``: CUDA device ``slot`` mod the GPU count when CUDA is present, else the CPU; ``cuda``: the
+    same GPU, and an error on a machine without one; ``cuda:N``: GPU N for every worker; ``cpu``."""
+    if name == "auto" and not torch.cuda.is_available():
         return torch.device("cpu")
-    return present_device(name, f"SAGEDET_DEVICE={name}")
+    device = present_device("cuda" if name == "auto" else name, f"SAGEDET_DEVICE={name}")
+    if device.type == "cuda" and device.index is None:  # torch.cuda.set_device needs the index
+        return torch.device("cuda", slot % torch.cuda.device_count())
+    return device
 
 
 @dataclass(frozen=True)
@@ -106,10 +108,10 @@ class Predictor:
             malloc = tune_malloc()
             if threads:
                 torch.set_num_threads(threads)
-        model.eval().to(target)
         if target.type == "cuda":
             torch.cuda.set_device(target)  # pinned memory and lazily made CUDA tensors go to the current device
             torch.backends.cudnn.benchmark = True  # one input shape
+        model.eval().to(target)
         engine = build_engine(inference_path, model, Path(model_dir), target, threads,
                               probe_batch=batching.max_size if batching else 1, precision=precision)
         predictor = cls(model, metadata, target, engine, decode_slots, batching, malloc)

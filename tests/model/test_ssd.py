@@ -102,6 +102,23 @@ def test_frozen_batch_norm_keeps_its_statistics_in_training():
     assert model.base_layers["layer2.0.bn1"].training
 
 
+def test_frozen_batch_norm_stays_frozen_under_sync_batch_norm():
+    """Several processes on CUDA convert resnet-50's norms to SyncBatchNorm (new modules) after the
+    freeze: the frozen ones must still keep their running statistics, and the table name the new ones.
+    The conversion runs on the CPU too; only SyncBatchNorm's forward pass needs CUDA."""
+    model = build_ssd("resnet-50", 2, 300)
+    model.freeze("^(conv1|bn1|layer1)")
+    model.synchronize_batch_norm().train()
+    modules = dict(model.named_modules())
+    norms = [module for module in modules.values() if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and all(isinstance(norm, torch.nn.SyncBatchNorm) for norm in norms)
+    assert all(any(layer is module for module in modules.values()) for layer in model.base_layers.values())
+    assert isinstance(model.base_layers["bn1"], torch.nn.SyncBatchNorm) and not model.base_layers["bn1"].training
+    assert not model.base_layers["layer1.0.bn1"].training
+    assert model.base_layers["layer2.0.bn1"].training
+    assert not model.base_layers["bn1"].weight.requires_grad
+
+
 def test_freeze_pattern_matching_nothing_names_the_layers():
     model = build_ssd("mobilenet-v3", 2, 128)
     with pytest.raises(ConfigError, match=r"'freeze_layer_pattern'='conv1_' matches none .*features\.0\.0"):

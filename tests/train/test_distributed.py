@@ -191,3 +191,21 @@ def test_a_batch_norm_network_gets_two_images_per_gpu_unless_synchronized(tmp_pa
     runtime = _distributed_runtime(Runtime(torch.device("cpu")), config, channels, resources, Rank(0, 0, 8, 8))
     assert runtime.batch_size == 1
     assert "mini_batch_size=9 is shared out between 8 GPUs as 1 image(s) each: 8 a step" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("device", "rank", "expected"), [
+    ("cuda:1", Rank(1, 0, 2, 1), "cuda:1"),  # SAGEDET_DEVICE=cuda:1 on two hosts: one process each, on GPU 1
+    ("cuda", Rank(3, 1, 4, 2), "cuda:1"),  # all GPUs: process 1 of a host on its GPU 1
+])
+def test_each_process_trains_on_its_gpu(tmp_path, monkeypatch, device: str, rank: Rank, expected: str):
+    """Only torch.cuda.set_device is stood in for (this machine has no GPU): which device a training
+    process takes and makes current."""
+    from sagedet.train.job import _distributed_runtime
+    from sagedet.train.loop import Runtime
+
+    current = []
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    config, channels, resources = _job_config(tmp_path, "File", "8")
+    runtime = _distributed_runtime(Runtime(torch.device(device)), config, channels, resources, rank)
+    assert runtime.device == torch.device(expected)
+    assert current == [torch.device(expected)]

@@ -156,6 +156,18 @@ class SSDDetector(nn.Module):
                 self._frozen_norms.append(module)
         return names
 
+    def synchronize_batch_norm(self) -> SSDDetector:
+        """Batch normalization synchronized across training processes (``torch.nn.SyncBatchNorm``, CUDA).
+        The conversion makes new modules: the base layers' table and the frozen layers are pointed at
+        them, so that a frozen batch norm keeps its running statistics under SyncBatchNorm too."""
+        paths = {id(module): path for path, module in self.named_modules()}
+        layers = {name: paths[id(module)] for name, module in self.base_layers.items()}
+        frozen = [paths[id(norm)] for norm in self._frozen_norms]
+        nn.SyncBatchNorm.convert_sync_batchnorm(self)  # replaces the children in place (self is no norm)
+        self.base_layers = {name: self.get_submodule(path) for name, path in layers.items()}
+        self._frozen_norms = [self.get_submodule(path) for path in frozen]
+        return self
+
     def train(self, mode: bool = True) -> SSDDetector:
         super().train(mode)
         for norm in self._frozen_norms:  # a frozen layer keeps its running statistics too

@@ -195,7 +195,8 @@ def _distributed_runtime(runtime: Runtime, config: TrainingConfig, channels: Dat
         log("kv_store=dist_async: sagedet trains synchronously (DistributedDataParallel), as with dist_sync")
     device = runtime.device
     if device.type == "cuda":
-        device = torch.device("cuda", rank.local_rank)
+        if device.index is None:  # one process per GPU; SAGEDET_DEVICE=cuda:N starts one process, on GPU N
+            device = torch.device("cuda", rank.local_rank)
         torch.cuda.set_device(device)
     workers = default_data_workers(device, rank.local_world_size) if data_workers is None else data_workers
     return replace(runtime, device=device, data_workers=workers, rank=rank, batch_size=per_process,
@@ -239,7 +240,7 @@ def run_training(paths: SageMakerPaths, stop: StopRequest, rank: Rank = SOLO) ->
         model = build_model(config, channels, Path(work_dir))
     if rank.world_size > 1 and config.base_network in SYNC_BATCH_NORM_NETWORKS:
         if runtime.cuda:
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model.synchronize_batch_norm()
             say("resnet-50: batch normalization synchronized across the training processes (SyncBatchNorm)")
         else:
             say("resnet-50 on CPU: batch normalization stays per process (PyTorch's SyncBatchNorm needs CUDA)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sagedet.model.precision import amp_dtype
+from sagedet.model.precision import amp_dtype, exact_float32
 
 
 @pytest.mark.parametrize("capability, want", [((7, 0), torch.float16), ((7, 5), torch.float16),
@@ -23,3 +23,14 @@ def test_cuda_gets_bf16_only_with_bf16_tensor_cores(monkeypatch, capability, wan
 
 def test_the_cpu_computes_in_float32():
     assert amp_dtype(torch.device("cpu")) is None
+
+
+def test_float32_on_cuda_is_ieee_not_tf32(monkeypatch):
+    """cuDNN runs float32 convolutions in TF32 by default: the server turns that off on CUDA (its float32
+    paths and the reference its bf16 is held to) and leaves it alone for a CPU worker."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)  # torch's default, restored afterwards
+    exact_float32(torch.device("cpu"))
+    assert torch.backends.cudnn.allow_tf32
+    exact_float32(torch.device("cuda", 0))
+    assert not torch.backends.cudnn.allow_tf32
+    assert torch.backends.cudnn.conv.fp32_precision != "tf32"

@@ -50,7 +50,7 @@ def trained_like_dir(request, tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("path", ["eager", "torchscript"])
 def test_each_device_path_gives_the_fp32_cpu_outputs_within_tolerance(path: str, trained_like_dir: Path):
-    reference, _ = load_detector(trained_like_dir)
+    reference, metadata = load_detector(trained_like_dir)
     model, _ = load_detector(trained_like_dir)
     assert path in available_paths(DEVICE, model)
     engine = build_engine(path, model.eval().to(DEVICE), trained_like_dir, DEVICE)
@@ -59,8 +59,11 @@ def test_each_device_path_gives_the_fp32_cpu_outputs_within_tolerance(path: str,
         want = reference.eval().decode(*reference(images))
         got = engine(images.to(DEVICE))
     assert want[0].std() > 1e-3  # scores that vary, so a wrong path cannot match by chance
-    if DEVICE.type == "cuda":  # auto's autocast, or float32 where it moved this model past the tolerance
-        assert engine.precision in ("bf16", "fp16") or engine.failed, engine.describe()
+    if DEVICE.type == "cuda":  # auto's autocast, or float32 where it moved this model past the tolerance:
+        # on a bf16 CPU vgg-16's and resnet-50's stay within it (0.02) and mobilenet-v3's random convolutions
+        # move 0.3-0.4, so only mobilenet-v3 may fall back
+        reduced = engine.precision in ("bf16", "fp16")
+        assert reduced or (metadata["base_network"] == "mobilenet-v3" and engine.failed), engine.describe()
     for a, b in zip(got, want):
         assert a.device.type == DEVICE.type and a.dtype == torch.float32
         torch.testing.assert_close(a.cpu(), b, atol=tolerance(engine.precision), rtol=0)

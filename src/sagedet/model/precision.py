@@ -31,6 +31,18 @@ def amp_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if major >= BF16_MIN_COMPUTE_CAPABILITY else torch.float16
 
 
+def exact_float32(device: torch.device) -> None:
+    """Float32 that is float32 on ``device``, for this process. On CUDA, cuDNN's convolutions run in TF32
+    unless told not to (``torch.backends.cudnn.allow_tf32``, on by default: a 10-bit mantissa on Ampere
+    and newer), which moves a model's outputs by far more than float32 rounding: emulated on the CPU,
+    mobilenet-v3 with random weights by 0.075, vgg-16 by 3e-3. The server's float32 paths are held to
+    each other within 1e-2 and its reduced precision to a float32 reference, so both must be IEEE float32.
+    Autocast's bf16 and fp16 convolutions are unaffected. Training keeps torch's default."""
+    if device.type == "cuda":
+        # The switch for conv and RNN alike: setting conv's new fp32_precision alone makes reading this raise.
+        torch.backends.cudnn.allow_tf32 = False
+
+
 def inference_dtype(precision: str, device: torch.device, source: str = "SAGEDET_PRECISION") -> torch.dtype | None:
     """The autocast dtype the server runs the model under for ``precision`` (one of :data:`PRECISIONS`)
     on ``device``, None for float32 (under ``auto`` on the CPU the server also races float32 paths). Raises ConfigError, naming ``source``, for a precision the device

@@ -74,7 +74,7 @@ from torch import Tensor
 
 from sagedet.errors import ConfigError, ModelError, SagedetError
 from sagedet.model.fused_head import fuse_head
-from sagedet.model.precision import NAMES, inference_dtype
+from sagedet.model.precision import NAMES, exact_float32, inference_dtype
 from sagedet.model.ssd import SSDDetector
 from sagedet.model.winograd import MIN_LARGE_MAP_CHANNELS, eligible, use_winograd
 
@@ -256,6 +256,7 @@ def build_engine(choice: str, model: SSDDetector, model_dir: Path, device: torch
     the log line says why.
     """
     dtype = inference_dtype(precision, device)
+    exact_float32(device)  # no TF32 in the float32 paths nor in the reference reduced precision is held to
     if precision != "auto" or dtype is None:
         return _build_engine(choice, model, model_dir, device, threads, probe_batch, dtype, precision)
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 
 import pytest
 import torch
@@ -35,6 +36,9 @@ def test_a_job_on_the_device_trains_and_writes_a_model_the_cpu_runs(tmp_path, ne
     log = result.stdout + result.stderr
     assert result.returncode == 0, log
     assert f"on {DEVICE.type}" in log.splitlines()[0]
+    if DEVICE.type == "cuda":  # mixed precision, channels-last and a fused optimizer were in effect
+        assert re.search(r"GPU training on cuda:\d \(.+\): (bf16|fp16) autocast.*, channels-last, (SGD|Adam) \(fused\)",
+                         log), log
     losses = [float(line.rsplit("=", 1)[1]) for line in log.splitlines()
               if line.startswith("#quality_metric") and "train cross_entropy" in line]
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses)

@@ -5,7 +5,8 @@ import torch
 
 from sagedet.sagemaker.hyperparameters import parse_hyperparameters
 from sagedet.train.early_stopping import EarlyStopping
-from sagedet.train.optim import build_optimizer, build_scheduler
+from sagedet.train.loop import gpu_training_line
+from sagedet.train.optim import build_optimizer, build_scheduler, implementation
 
 
 def _config(**values):
@@ -31,6 +32,25 @@ def test_each_optimizer_gets_the_hyperparameters_that_apply_to_it(name, cls, exp
     parameter.grad = torch.ones(3)
     optimizer.step()
     assert not torch.equal(parameter.detach(), torch.ones(3))
+
+
+@pytest.mark.parametrize("name, on_cuda", [("sgd", "fused"), ("adam", "fused"), ("rmsprop", "foreach"),
+                                           ("adadelta", "foreach")])
+def test_on_cuda_each_optimizer_steps_all_parameters_at_once(name, on_cuda):
+    """Built for CUDA, on CPU parameters (torch has fused SGD and Adam on the CPU too): the implementation
+    asked for, and the one the log names."""
+    config = _config(optimizer=name)
+    assert implementation(build_optimizer(config, [torch.nn.Parameter(torch.ones(3))], cuda=True)) == on_cuda
+    assert implementation(build_optimizer(config, [torch.nn.Parameter(torch.ones(3))], cuda=False)) == "for-loop"
+
+
+def test_the_gpu_training_line_says_how_the_gpu_trains():
+    optimizer = build_optimizer(_config(optimizer="sgd"), [torch.nn.Parameter(torch.ones(3))], cuda=True)
+    line = gpu_training_line("NVIDIA H100 80GB HBM3", torch.device("cuda", 0), torch.bfloat16, False, optimizer, 15)
+    assert line == ("GPU training on cuda:0 (NVIDIA H100 80GB HBM3): bf16 autocast, channels-last, SGD (fused), "
+                    "15 DataLoader worker(s) filling pinned memory")
+    line = gpu_training_line("Tesla T4", torch.device("cuda", 1), torch.float16, True, optimizer, 3)
+    assert "fp16 autocast with a gradient scaler" in line
 
 
 def test_learning_rate_steps_down_at_the_listed_epochs():

@@ -39,7 +39,7 @@ from ..evaluate.coco import coco_metrics
 from ..evaluate.detections import ImageDetections
 from ..evaluate.voc_map import voc_map
 from ..model import winograd_tuning
-from ..model.precision import amp_dtype
+from ..model.precision import NAMES, amp_dtype
 from ..model.ssd import SSDDetector
 from ..model.winograd import LARGE_MAP_CELLS, MIN_MAP_CELLS, eligible, use_winograd
 from ..sagemaker.hyperparameters import TrainingConfig
@@ -48,7 +48,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import SOLO, Collective, Rank
 from .early_stopping import EarlyStopping
 from .history import EpochRecord, TrainingHistory
-from .optim import build_optimizer, build_scheduler, saved_optimizer_name
+from .optim import build_optimizer, build_scheduler, implementation, saved_optimizer_name
 
 CHECKPOINT_NAME = "sagedet-checkpoint.pt"
 CHECKPOINT_FORMAT = 1
@@ -130,6 +130,15 @@ class TrainResult:
     history: TrainingHistory = field(default_factory=TrainingHistory)
 
 
+def gpu_training_line(name: str, device: torch.device, dtype: torch.dtype | None, scaled: bool,
+                      optimizer: torch.optim.Optimizer, workers: int) -> str:
+    """The log's account of how a GPU trains: its autocast, memory format, optimizer and data feed."""
+    scaler = " with a gradient scaler" if scaled else ""
+    return (f"GPU training on {device} ({name}): {NAMES[dtype]} autocast{scaler}, channels-last, "
+            f"{type(optimizer).__name__} ({implementation(optimizer)}), {workers} DataLoader worker(s) "
+            f"filling pinned memory")
+
+
 def identity(config: TrainingConfig) -> dict:
     return {key: getattr(config, key) for key in IDENTITY_KEYS}
 
@@ -203,6 +212,9 @@ class Trainer:
         # augmentation); its own generator, seeded by rank, so that processes draw independent distortions
         generator = torch.Generator(runtime.device).manual_seed(DISTORTION_SEED + runtime.rank.rank)
         self.distortion = BatchPhotometricDistortion(generator=generator)
+        if runtime.cuda and self.is_main:
+            log(gpu_training_line(torch.cuda.get_device_name(runtime.device), runtime.device, runtime.amp_dtype,
+                                  self.scaler.is_enabled(), self.optimizer, options["workers"]))
         self.train_loader = build_loader(train_data, train_transform(config.image_shape), batch, training=True,
                                          shard=runtime.train_shard, **options)
         self.validation_loader = build_loader(validation_data, eval_transform(config.image_shape), batch,

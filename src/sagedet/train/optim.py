@@ -29,6 +29,13 @@ def build_optimizer(config: TrainingConfig, parameters: Iterable[torch.nn.Parame
     raise ValueError(f"unknown optimizer {config.optimizer!r}")  # the config admits only the four above
 
 
+def implementation(optimizer: torch.optim.Optimizer) -> str:
+    """How ``optimizer`` steps: "fused" (one kernel for all parameters), "foreach" (batched per-tensor
+    kernels) or "for-loop" (one parameter at a time), for the log."""
+    defaults = optimizer.defaults
+    return "fused" if defaults.get("fused") else "foreach" if defaults.get("foreach") else "for-loop"
+
+
 # A key only that optimizer's parameter groups hold (torch has had each since the optimizer's first release).
 _GROUP_MARKS = {"sgd": "nesterov", "adam": "amsgrad", "rmsprop": "centered", "adadelta": "rho"}
 

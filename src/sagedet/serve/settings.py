@@ -31,7 +31,8 @@ SAGEDET_MAX_IMAGE_PIXELS            largest image accepted, width × height (def
                                     e.g. 8000 × 8000); larger images are refused as possible
                                     decompression bombs before they are decoded.
 SAGEDET_DEVICE                      auto (default: CUDA when present, worker i on GPU i mod n),
-                                    cpu, cuda or cuda:N
+                                    cpu, cuda (as auto, and an error without a GPU) or cuda:N
+                                    (every worker on GPU N)
 SAGEDET_TORCH_THREADS               torch intra-op threads per worker, 1 to 256 (default: the
                                     usable CPUs divided between the workers, at least 1)
 SAGEDET_INFERENCE_PATH              auto (default: the fastest path measured when the worker

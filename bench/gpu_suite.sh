@@ -26,7 +26,7 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 read -r -a networks <<< "${NETWORKS:-vgg-16 resnet-50 mobilenet-v3}"
-{ nvidia-smi || echo "nvidia-smi: not available"; "$python" -c "import torch, torchvision; print('torch', torch.__version__, \
+{ nvidia-smi || echo "nvidia-smi: not available"; df -h /dev/shm || true; "$python" -c "import torch, torchvision; print('torch', torch.__version__, \
 'torchvision', torchvision.__version__, 'CUDA', torch.cuda.is_available() and torch.cuda.get_device_name(0))"; } \
     > "$out/machine.txt" 2>&1
 

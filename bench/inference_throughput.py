@@ -16,11 +16,13 @@ already on the device (decoding and resizing left out, the same for every row), 
   torchscript, and on the CPU winograd and onnxruntime), built by ``build_engine`` as a worker
   builds it, followed by the server's NMS (``select_detections``).
 
-Each call ends with the detections on the host side of a synchronization (CUDA), as a response
-needs them. The weights are random (batch-normalization statistics included) so that scores vary as
+Each call ends with a synchronization (CUDA): the detections are ready on the device. On CUDA the
+run uses the server's settings: cuDNN's autotuning on, and float32 as IEEE float32 (no TF32) for our
+paths and the reference; torchvision's float32 row runs at torch's default, TF32 convolutions. The weights are random (batch-normalization statistics included) so that scores vary as
 a trained model's do. Columns: median ms per batch, images/s (batch over the median), the ratio of
 images/s to torchvision's fp32 row, the largest score or box difference from our eager fp32 outputs
-(on CUDA the autocast paths differ by bf16 rounding), and on CUDA the peak memory allocated. Markdown
+(on CUDA the autocast paths differ by bf16 rounding), and on CUDA the memory one call allocates at
+its peak, beyond what is already allocated (models, batch). Markdown
 on stdout, progress on stderr.
 
     .venv/bin/python bench/inference_throughput.py [--device cuda] [--batch-size 64]
@@ -31,6 +33,7 @@ on stdout, progress on stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -42,7 +45,7 @@ from inference_latency import NMS_THRESHOLD, log, randomize, taking_turns
 from machine import add_malloc_option, set_malloc
 from train_throughput import command_line, machine_lines, torchvision_peer
 
-from sagedet.model.precision import amp_dtype
+from sagedet.model.precision import amp_dtype, exact_float32
 from sagedet.model.ssd import build_ssd, select_detections
 from sagedet.sagemaker.hyperparameters import BASE_NETWORKS
 from sagedet.serve.engines import available_paths, build_engine
@@ -63,19 +66,32 @@ def alternating_medians(calls: dict[str, Callable[[], object]], iterations: int,
             synchronize(device)
         return run
 
-    times = taking_turns({name: waited(call) for name, call in calls.items()}, iterations, warmup, pause=True)
+    times = taking_turns({name: waited(call) for name, call in calls.items()}, iterations, warmup,
+                         pause=device.type == "cpu")
     return {name: statistics.median(ms) / 1000 for name, ms in times.items()}
 
 
 def peak_memory(call: Callable[[], object], device: torch.device) -> float | None:
-    """MiB allocated at the peak of one call (CUDA only)."""
+    """MiB one call allocates at its peak beyond what was allocated before it (CUDA only)."""
     if device.type != "cuda":
         return None
     synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
     call()
     synchronize(device)
-    return torch.cuda.max_memory_allocated(device) / 2**20
+    return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+
+
+@contextlib.contextmanager
+def tf32_convolutions(device: torch.device):
+    """torch's default for float32 on CUDA, TF32 convolutions, for the peer (the run turns them off)."""
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = device.type == "cuda" or before
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
 
 
 def measure(network: str, args: argparse.Namespace, device: torch.device, tmp: Path) -> list[list[str]]:
@@ -88,7 +104,11 @@ def measure(network: str, args: argparse.Namespace, device: torch.device, tmp: P
                         generator=torch.Generator().manual_seed(1)).to(device)
     listed = list(images)
     autocast = amp_dtype(device)
-    calls: dict[str, Callable[[], object]] = {f"torchvision eager ({peer_name})": lambda: peer(listed)}
+    def peer_float32():
+        with tf32_convolutions(device):
+            return peer(listed)
+    tf32 = ", TF32 convolutions" if device.type == "cuda" else ""
+    calls: dict[str, Callable[[], object]] = {f"torchvision eager ({peer_name}){tf32}": peer_float32}
     if autocast is not None:
         def peer_autocast():
             with torch.autocast(device.type, dtype=autocast):
@@ -144,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     malloc = set_malloc(args) if device.type == "cpu" else None  # as the server's workers
     if args.threads:
         torch.set_num_threads(args.threads)
+    if device.type == "cuda":  # as the server's workers (Predictor.load, build_engine)
+        torch.backends.cudnn.benchmark = True
+        exact_float32(device)
     with tempfile.TemporaryDirectory(prefix="sagedet-throughput-") as tmp:
         rows = [row for network in args.networks for row in measure(network, args, device, Path(tmp))]
     print("\n".join([

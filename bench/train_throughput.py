@@ -58,7 +58,7 @@ from typing import Any
 import torch
 import torchvision
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 from torchvision.models.detection.ssd import SSD, ssd300_vgg16
 from torchvision.models.detection.ssdlite import SSDLiteHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
@@ -66,6 +66,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from sagedet.data.batch_photometric import BatchPhotometricDistortion
 from sagedet.data.dataset import Batch, DetectionDataset, collate
 from sagedet.data.imagejson import ImageJsonSource
+from sagedet.data.loaders import PREFETCH_FACTOR, shared_memory_free, workers_that_fit
 from sagedet.data.synthetic import write_synthetic_dataset
 from sagedet.data.transforms import train_transform
 from sagedet.model import winograd_tuning
@@ -77,6 +78,7 @@ from sagedet.train.loop import Runtime, model_batch
 from machine import add_malloc_option, cpu_name, set_malloc
 
 SOURCE_IMAGE_SIZE = (500, 375)  # (width, height) of the generated JPEGs: a typical PASCAL VOC image
+DATA_IMAGES = 1024  # at most this many generated (about 25 ms each on one core), drawn again as needed
 MAX_OBJECTS = 3  # random boxes per image: 1 to MAX_OBJECTS
 LEARNING_RATE = 1e-4  # small, so that random targets do not drive the weights to inf during the run
 
@@ -278,13 +280,17 @@ def alternating_images_per_second(runs: dict[str, tuple[Callable[[Any], None], I
     return {name: steps * batch_size / total for name, total in seconds.items()}
 
 
-def loader_inputs(dataset: DetectionDataset, batch_size: int, workers: int, device: torch.device,
+def loader_inputs(dataset: DetectionDataset, batch_size: int, batches: int, workers: int, device: torch.device,
                   channels_last: bool) -> Iterator[Batch]:
-    """Batches as the Trainer's DataLoader makes them, on the device as the Trainer puts them there
-    (:func:`sagedet.train.loop.model_batch`, photometric distortion included). The workers start (fork)
-    at the first batch, so the copy-on-write page faults that slow the next few steps fall in the warm-up."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=workers,
-                        collate_fn=collate, pin_memory=device.type == "cuda")
+    """``batches`` batches as the Trainer's DataLoader makes them, on the device as the Trainer puts them
+    there (:func:`sagedet.train.loop.model_batch`, photometric distortion included): one pass drawing
+    the set's images at random, as often as it takes (no epoch boundary inside the timing; the set may
+    hold fewer images than the batches take). The workers start (fork) at the first batch, so the
+    copy-on-write page faults that slow the next few steps fall in the warm-up."""
+    sampler = RandomSampler(dataset, num_samples=batches * batch_size)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, num_workers=workers,
+                        collate_fn=collate, pin_memory=device.type == "cuda",
+                        prefetch_factor=PREFETCH_FACTOR if workers else None)
     distortion = BatchPhotometricDistortion()  # the Trainer's photometric distortion, on the device
     return (model_batch(batch, device, distortion, channels_last) for batch in loader)
 
@@ -306,24 +312,29 @@ def measure(network: str, image_shape: int, args: argparse.Namespace, device: to
     ours_rate, peer_rate = rates["ours"], rates["peer"]
     del peer  # free its memory before the data-loading run
 
-    log(f"{network} at {image_shape}: our step with data loading ({args.workers} workers)")
+    # As many workers as /dev/shm holds (the Trainer's rule), and a warm-up that outlasts the batches
+    # they make ready before the first step: the timed steps see the workers' steady rate.
+    workers = workers_that_fit(args.workers, args.batch_size * 3 * image_shape ** 2, shared_memory_free())
+    warmup = max(args.warmup, workers * PREFETCH_FACTOR)
+    log(f"{network} at {image_shape}: our step with data loading ({workers} workers, {warmup} warm-up steps)")
     source = ImageJsonSource(data_root / "train", data_root / "train_annotation", args.num_classes, "train")
     dataset = DetectionDataset(source, train_transform(image_shape))
-    loaded = loader_inputs(dataset, args.batch_size, args.workers, device, stepper.channels_last)
-    data_rate, waiting = images_per_second(stepper, loaded, **timing)
+    loaded = loader_inputs(dataset, args.batch_size, warmup + args.steps, workers, device, stepper.channels_last)
+    data_rate, waiting = images_per_second(stepper, loaded, **{**timing, "warmup": warmup})
     return {"network": network, "image_shape": image_shape, "peer": peer_name, "ours": ours_rate,
-            "peer_rate": peer_rate, "data": data_rate, "waiting": waiting}
+            "peer_rate": peer_rate, "data": data_rate, "waiting": waiting, "workers": workers}
 
 
 def table(rows: Iterable[dict[str, Any]], batch_size: int) -> list[str]:
     lines = [
         "| network | image size | batch | ours img/s | torchvision img/s | ratio (ours/peer) "
-        "| ours with data loading img/s | share of that time waiting for data | torchvision peer |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| ours with data loading img/s | share of that time waiting for data | data workers | torchvision peer |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(f"| {r['network']} | {r['image_shape']} | {batch_size} | {r['ours']:.2f} | {r['peer_rate']:.2f} "
-                     f"| {r['ours'] / r['peer_rate']:.2f} | {r['data']:.2f} | {r['waiting']:.0%} | {r['peer']} |")
+                     f"| {r['ours'] / r['peer_rate']:.2f} | {r['data']:.2f} | {r['waiting']:.0%} | {r['workers']} "
+                     f"| {r['peer']} |")
     return lines
 
 
@@ -373,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     malloc = set_malloc(args) if device.type == "cpu" else None  # as the Trainer on the CPU
     with tempfile.TemporaryDirectory(prefix="sagedet-bench-") as tmp:
         data_root = Path(tmp)
-        images = args.batch_size * (args.warmup + args.steps)
+        images = min(args.batch_size * (args.warmup + args.steps), DATA_IMAGES)
         log(f"writing {images} synthetic {SOURCE_IMAGE_SIZE[0]}x{SOURCE_IMAGE_SIZE[1]} JPEGs to {data_root}")
         write_synthetic_dataset(data_root, "train", images, seed=0, image_size=SOURCE_IMAGE_SIZE)
         rows = [measure(network, shape, args, device, data_root) for shape in args.image_shapes
@@ -383,7 +394,9 @@ def main(argv: list[str] | None = None) -> int:
         f"`{command_line()}`", "",
         *machine_lines(device, malloc),
         f"- timing: {args.warmup} warm-up steps, then {args.steps} timed steps; {args.num_classes} classes; "
-        f"data loading with {args.workers} workers from {SOURCE_IMAGE_SIZE[0]}x{SOURCE_IMAGE_SIZE[1]} JPEGs", "",
+        f"data loading with up to {args.workers} workers (as many as /dev/shm holds) from {images} "
+        f"{SOURCE_IMAGE_SIZE[0]}x{SOURCE_IMAGE_SIZE[1]} JPEGs drawn at random, after at least 2 warm-up steps "
+        "per worker (the batches the workers make ready before the first step)", "",
         *table(rows, args.batch_size),
     ]
     print("\n".join(lines))

@@ -104,6 +104,27 @@ def test_launch_starts_the_local_processes_and_reports_the_failing_one(monkeypat
         assert result.reason == f"training process {failing} failed (exit code 1): record 7 is bad"
 
 
+def test_one_host_with_several_processes_meets_on_loopback_without_dns(monkeypatch):
+    """A GPU machine outside SageMaker (docker run --gpus all): resourceconfig.json is absent, the one host
+    is called algo-1 and that name resolves nowhere; the processes meet on 127.0.0.1 at once."""
+    monkeypatch.delenv("SAGEDET_HOST_ADDRESSES", raising=False)
+    monkeypatch.setenv("SAGEDET_DNS_TIMEOUT", "0")
+    topology = Topology(("algo-1",), node_rank=0, local_processes=2, interface=None)
+    said = []
+    script = "import os, sys; sys.exit(0 if os.environ['MASTER_ADDR'] == '127.0.0.1' else 5)"
+    result = launch(topology, [sys.executable, "-c", script], said.append)
+    assert (result.code, result.reason) == (0, None)
+    assert "rendezvous algo-1 (127.0.0.1:" in said[0]
+
+
+def test_a_process_that_aborts_without_a_reason_is_named_with_the_likely_cause(monkeypatch):
+    topology = Topology(("algo-1",), node_rank=0, local_processes=1, interface=None)
+    result = launch(topology, [sys.executable, "-c", "import os; os.abort()"], lambda message: None)
+    assert result.code == -6
+    assert result.reason.startswith("training process 0 failed (exit code -6): it aborted (SIGABRT) before it could "
+                                    "write its reason: a native abort, such as NCCL's watchdog")
+
+
 def test_a_stop_while_the_processes_still_start_is_a_stop_not_a_failure(monkeypatch):
     """SIGTERM forwarded to a worker that has not yet installed its own handler (it is still importing
     torch) kills it with the signal: the job stopped (143), it did not fail."""

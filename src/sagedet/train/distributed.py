@@ -126,7 +126,8 @@ def launch(topology: Topology, command: list[str], log: Callable[[str], None]) -
 
     The result's code is 0 when every worker exited 0, 143 when they stopped on SIGTERM, else the
     first failing worker's code, with its failure reason."""
-    master = resolve(topology.hosts[0])
+    # One host (a GPU machine outside SageMaker, whose name is no "algo-1"): its processes meet on loopback.
+    master = "127.0.0.1" if len(topology.hosts) == 1 else resolve(topology.hosts[0])
     port = int(_env_number(MASTER_PORT_ENV, DEFAULT_MASTER_PORT, 1, integer=True))
     env = dict(os.environ, MASTER_ADDR=master, MASTER_PORT=str(port), WORLD_SIZE=str(topology.world_size),
                LOCAL_WORLD_SIZE=str(topology.local_processes), GROUP_RANK=str(topology.node_rank),
@@ -188,6 +189,10 @@ def _wait(workers: list[tuple[int, Path, subprocess.Popen]], stop_codes: set[int
         rank, failure, code = first_failure
         reason = failure.read_text(encoding="utf-8") if failure.is_file() else None
         prefix = f"training process {rank} failed (exit code {code})"
+        if reason is None and code == -signal.SIGABRT:
+            reason = (f"it aborted (SIGABRT) before it could write its reason: a native abort, such as NCCL's "
+                      f"watchdog ending a process whose collective waited longer than {DIST_TIMEOUT_ENV} seconds "
+                      f"for another process (the log above says which)")
         return LaunchResult(code, f"{prefix}: {reason}" if reason else prefix)
     stopped = any(process.returncode in stop_codes for _, _, process in workers)
     return LaunchResult(EXIT_STOPPED if stopped else 0, None)

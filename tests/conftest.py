@@ -91,3 +91,19 @@ def manifest_bytes(image_root: Path, channel: str) -> bytes:
                                  "annotations": document["annotations"]}).encode())
         writer.write(json.dumps({"class-map": {"0": "rectangle"}, "type": "groundtruth/object-detection"}).encode())
     return out.getvalue()
+
+
+CUDA13_ARCHES = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]  # torch 2.14.1+cu130's get_arch_list()
+
+
+def fake_gpus(monkeypatch, count: int, capability: tuple[int, int] = (9, 0), usable: bool = True,
+              name: str = "NVIDIA H100 80GB HBM3", arches: list[str] = CUDA13_ARCHES) -> None:
+    """This machine seen as one with ``count`` GPUs, as torch.cuda's queries answer (this project's
+    machines have none): NVML's count, whether CUDA starts (``usable``), each GPU's capability and name."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: usable and count > 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: list(arches))

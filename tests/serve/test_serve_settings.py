@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import fake_gpus
 
 from sagedet.errors import ConfigError
 from sagedet.serve.settings import load_settings
@@ -137,8 +138,7 @@ def test_a_worker_gets_an_indexed_device(monkeypatch, name: str, slot: int, expe
 
     from sagedet.serve.predictor import resolve_device
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    fake_gpus(monkeypatch, 2)
     assert resolve_device(name, slot) == torch.device(expected)
 
 
@@ -147,8 +147,7 @@ def test_cuda_on_a_machine_without_it_is_refused_by_name(monkeypatch):
 
     from sagedet.serve.predictor import resolve_device
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    fake_gpus(monkeypatch, 0)
     assert resolve_device("auto", 1) == torch.device("cpu")
     with pytest.raises(ConfigError, match="SAGEDET_DEVICE=cuda: CUDA is not available on this machine"):
         resolve_device("cuda", 1)

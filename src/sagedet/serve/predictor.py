@@ -28,7 +28,7 @@ from torchvision.transforms.v2 import functional as F
 
 from sagedet.allocator import tune_malloc
 from sagedet.data.transforms import eval_transform, scale_pixels
-from sagedet.devices import present_device
+from sagedet.devices import auto_device_type, present_device
 from sagedet.model.precision import NAMES, amp_dtype
 from sagedet.model.saved import load_detector
 from sagedet.model.ssd import Detections, SSDDetector, select_detections
@@ -56,9 +56,10 @@ class Prediction:
 def resolve_device(name: str = "auto", slot: int = 0) -> torch.device:
     """``auto``: CUDA device ``slot`` mod the GPU count when CUDA is present, else the CPU; ``cuda``: the
     same GPU, and an error on a machine without one; ``cuda:N``: GPU N for every worker; ``cpu``."""
-    if name == "auto" and not torch.cuda.is_available():
+    what = f"SAGEDET_DEVICE={name}"
+    if name == "auto" and auto_device_type(what) == "cpu":
         return torch.device("cpu")
-    device = present_device("cuda" if name == "auto" else name, f"SAGEDET_DEVICE={name}")
+    device = present_device("cuda" if name == "auto" else name, what)
     if device.type == "cuda" and device.index is None:  # torch.cuda.set_device needs the index
         return torch.device("cuda", slot % torch.cuda.device_count())
     return device

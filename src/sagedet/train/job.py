@@ -24,7 +24,7 @@ from .. import __version__
 from ..artifacts import find_model_dir, load_model, save_model
 from ..data.loaders import Shard, is_stream
 from ..data.sources import class_names, open_sources
-from ..devices import parse_device, present_device
+from ..devices import auto_device_type, parse_device, present_device
 from ..errors import ConfigError, DataError, ModelError
 from ..model.ssd import SSDDetector, build_ssd
 from ..model.weights import load_pretrained_state
@@ -92,13 +92,13 @@ def default_data_workers(device: torch.device, processes: int) -> int:
 def _device(text: str | None) -> torch.device:
     """The training device: ``SAGEDET_DEVICE`` (cpu, cuda or cuda:N) if set, else (or ``auto``, as the
     server takes it) all of CUDA when present."""
-    what = f"environment variable {DEVICE_ENV}={text!r}"
+    what = f"environment variable {DEVICE_ENV}={text!r}" if text is not None else f"{DEVICE_ENV} (not set: auto)"
     try:
         value = parse_device(text or "auto")
     except ValueError as error:
         raise ConfigError(f"{what}: {error}") from None
     if value == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(auto_device_type(what))
     return present_device(value, what)
 
 

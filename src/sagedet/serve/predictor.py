@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,16 +111,26 @@ class Predictor:
                 torch.set_num_threads(threads)
         if target.type == "cuda":
             torch.cuda.set_device(target)  # pinned memory and lazily made CUDA tensors go to the current device
-            torch.backends.cudnn.benchmark = True  # one input shape
+            torch.backends.cudnn.benchmark = True  # tuned per batch size, each in the warm-up below
         model.eval().to(target)
         engine = build_engine(inference_path, model, Path(model_dir), target, threads,
                               probe_batch=batching.max_size if batching else 1, precision=precision)
         predictor = cls(model, metadata, target, engine, decode_slots, batching, malloc)
         if warm_up:
-            side = predictor.image_shape
-            predictor.detect(torch.zeros(1, 3, side, side, device=target), Options(0.0, 1))
+            predictor.warm_up()
         predictor.load_seconds = time.monotonic() - started
         return predictor
+
+    def warm_up(self) -> None:
+        """Run the model once on a blank image; on CUDA with request batching, twice on every batch size
+        it may get, so that cuDNN's tuning and TorchScript's specialization for each shape happen here,
+        not in a request."""
+        side = self.image_shape
+        sizes = range(1, self.batcher.max_size + 1) if self.batcher and self.device.type == "cuda" else [1]
+        for size in sizes:
+            for _ in range(2 if len(sizes) > 1 else 1):
+                blank = torch.zeros(1, 3, side, side, device=self.device)
+                self.detect_many([blank] * size, [Options(0.0, 1)] * size)
 
     def describe(self) -> str:
         threads = f" ({torch.get_num_threads()} threads, {self.malloc})" if self.device.type == "cpu" else ""
@@ -130,14 +140,26 @@ class Predictor:
                 f"on {self.device}{threads}, {self.engine.describe()}{batching}")
 
     # --- the steps ----------------------------------------------------------------------------------
+    def _current_device(self):
+        """The model's GPU as the calling thread's current CUDA device. torch.cuda.set_device holds for the
+        thread that calls it (the worker's main thread, in ``load``); gunicorn's request threads and the
+        batcher's thread start on GPU 0, where code that uses the current device (TorchScript's fused
+        kernels switch to it) would open a second CUDA context on a worker of another GPU."""
+        return torch.cuda.device(self.device) if self.device.type == "cuda" else nullcontext()
+
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """RGB image → float32 (1, 3, S, S) in [0, 1] on the model's device."""
-        pixels = F.pil_to_tensor(image).to(self.device, non_blocking=True)
-        return scale_pixels(self._resize(pixels)).unsqueeze(0)
+        with self._current_device():
+            pixels = F.pil_to_tensor(image).to(self.device, non_blocking=True)
+            return scale_pixels(self._resize(pixels)).unsqueeze(0)
 
     @torch.inference_mode()
     def detect_many(self, images: list[torch.Tensor], options: list[Options]) -> list[Detections]:
         """Images (1, 3, S, S) run as one batch; each image's detections with its own options, on the CPU."""
+        with self._current_device():
+            return self._detect_many(images, options)
+
+    def _detect_many(self, images: list[torch.Tensor], options: list[Options]) -> list[Detections]:
         scores, boxes = self.engine(torch.cat(images) if len(images) > 1 else images[0])
         results = []
         for index, option in enumerate(options):

@@ -56,6 +56,7 @@ LOCAL_DIR ?= local
 LOCAL_IMAGE ?= $(CPU_IMAGE)
 LOCAL_EPOCHS ?= $(DEMO_EPOCHS)
 LOCAL_PORT ?= 8080
+DOCKER_RUN_ARGS ?=
 ECR_REPOSITORY ?= sagedet
 PUSH_IMAGE ?= $(CPU_IMAGE)
 SDK_VENV ?= docker/.cache/sdk-venv
@@ -76,7 +77,7 @@ train-local: docker-engine
 	rm -rf $(LOCAL_DIR) && mkdir -p $(LOCAL_DIR)
 	docker run --rm -v $(abspath $(LOCAL_DIR)):/data $(LOCAL_IMAGE) \
 		sagedet sample-data /data/opt_ml --epochs $(LOCAL_EPOCHS) --lr-scheduler-step 24,32
-	docker run --rm --shm-size=1g -v $(abspath $(LOCAL_DIR))/opt_ml:/opt/ml $(LOCAL_IMAGE) train
+	docker run --rm --shm-size=1g $(DOCKER_RUN_ARGS) -v $(abspath $(LOCAL_DIR))/opt_ml:/opt/ml $(LOCAL_IMAGE) train
 	tar -czf $(LOCAL_DIR)/model.tar.gz -C $(LOCAL_DIR)/opt_ml/model .
 	@echo "model: $(LOCAL_DIR)/opt_ml/model and $(LOCAL_DIR)/model.tar.gz; metrics: $(LOCAL_DIR)/opt_ml/output/data"
 
@@ -85,7 +86,7 @@ train-local: docker-engine
 # or: .venv/bin/sagedet invoke $(LOCAL_DIR)/opt_ml/input/data/validation/images/*.jpg --endpoint http://127.0.0.1:$(LOCAL_PORT) --output $(LOCAL_DIR)/predictions
 serve-local: docker-engine
 	@test -f $(LOCAL_DIR)/opt_ml/model/model.safetensors || { echo "no model in $(LOCAL_DIR)/opt_ml/model: run make train-local first" >&2; exit 1; }
-	docker run --rm -p 127.0.0.1:$(LOCAL_PORT):8080 -v $(abspath $(LOCAL_DIR))/opt_ml/model:/opt/ml/model:ro \
+	docker run --rm $(DOCKER_RUN_ARGS) -p 127.0.0.1:$(LOCAL_PORT):8080 -v $(abspath $(LOCAL_DIR))/opt_ml/model:/opt/ml/model:ro \
 		$(LOCAL_IMAGE) serve
 
 # Create the ECR repository if needed, log in, tag and push. Account: AWS_ACCOUNT_ID or the caller's;

@@ -58,6 +58,9 @@ check_disk() {
 }
 
 if [ "${AIRGAP:-0}" = 1 ]; then
+    # The gpu wheelhouse holds PyPI's CUDA 13 torch and the CUDA wheels pinned for it, and Dockerfile.gpu
+    # ignores TORCH_INDEX_URL beside wheels: another CUDA needs a build that reaches an index.
+    [ "$variant" = cpu ] || [ -z "${TORCH_INDEX_URL:-}" ] || die "TORCH_INDEX_URL=$TORCH_INDEX_URL with AIRGAP=1: the air-gapped GPU image takes PyPI's torch, built for CUDA 13; for another CUDA build without AIRGAP=1 (make build-gpu TORCH_INDEX_URL=...)"
     check_disk
     base="${BASE_IMAGE:-sagedet-base:bookworm}"
     [ -n "${BASE_IMAGE:-}" ] || "$here/base-image.sh" "$base"

@@ -218,3 +218,18 @@ def test_a_remote_engine_counts_only_the_wheels(tmp_path: Path):
     assert result.returncode == 1
     assert "has 2 GB free; this build needs about 3 GB (the wheels: 3 GB; the Docker engine's stages and image: 0 GB)" \
         in result.stderr
+
+
+def test_an_air_gapped_gpu_build_refuses_another_cuda_before_it_starts(tmp_path: Path):
+    """Its wheelhouse is PyPI's CUDA 13 torch whatever TORCH_INDEX_URL says: said before the disk check,
+    the base image and the downloads, not found out on a GPU host."""
+    path = stubbed_path(tmp_path)
+    (Path(path) / "docker").write_text("#!/bin/bash\nexit 0\n")
+    (Path(path) / "docker").chmod(0o755)
+    env = {"PATH": path, "HOME": str(tmp_path), "AIRGAP": "1", "TORCH_INDEX_URL": "https://download.pytorch.org/whl/cu126"}
+    result = subprocess.run(["/bin/bash", str(DOCKER / "build.sh"), "gpu", "x:y"], capture_output=True, text=True,
+                            env=env, timeout=30)
+    assert result.returncode == 1
+    assert ("TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 with AIRGAP=1: the air-gapped GPU image takes "
+            "PyPI's torch, built for CUDA 13") in result.stderr
+    assert "free" not in result.stderr and "downloading" not in result.stderr

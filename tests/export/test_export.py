@@ -56,6 +56,19 @@ def test_export_writes_both_graphs_and_a_manifest(exported: Path):
         assert entry["largest_difference_from_eager"] <= TOLERANCE
 
 
+def test_exported_torchscript_runs_float32_convolutions_as_ieee_float32_anywhere(exported: Path):
+    """Tracing writes cuDNN's settings into every convolution as constants, the process's TF32 default
+    among them: a file exported as torch defaults would run in TF32 on a GPU, past the tolerance, even
+    where the loading process turned TF32 off."""
+    graph = torch.jit.load(str(exported / "out" / "model.torchscript.pt"), map_location="cpu")
+    assert torch.backends.cudnn.allow_tf32  # torch's default, in this process as in an exporting one
+    convolutions = [node for node in graph.graph.nodes() if node.kind() == "aten::_convolution"]
+    assert convolutions
+    # aten::_convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups,
+    #                    benchmark, deterministic, cudnn_enabled, allow_tf32)
+    assert {node.inputsAt(12).toIValue() for node in convolutions} == {False}
+
+
 @pytest.mark.parametrize("form", ["torchscript", "onnx"])
 def test_exported_graph_matches_eager_outputs_and_detections(exported: Path, form: str):
     model, metadata = load_detector(exported / "model")

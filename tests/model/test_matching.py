@@ -70,3 +70,13 @@ def test_every_object_gets_an_anchor_even_below_threshold():
     target_boxes, target_labels = gather_targets(matched, boxes, torch.tensor([[2]]))
     assert target_labels.tolist() == [[3, 0]]  # class 2 + 1 (0 is background)
     assert torch.equal(target_boxes[0, 0], boxes[0, 0])
+
+
+def test_boxes_sharing_their_best_anchor_leave_it_to_the_later_box():
+    """As the reference (and SSD's per-image loop) does, on every device: scatter_ left the winner
+    unspecified on CUDA; three boxes whose best anchor is the same all claim it, the last one keeps it."""
+    anchors = torch.tensor([[0.0, 0.0, 0.2, 0.2], [0.4, 0.4, 0.6, 0.6], [0.8, 0.8, 1.0, 1.0]])
+    boxes = torch.tensor([[[0.35, 0.35, 0.6, 0.6], [0.4, 0.4, 0.65, 0.65], [0.38, 0.38, 0.62, 0.62], [0, 0, 0, 0]]])
+    labels = torch.tensor([[0, 1, 2, -1]])
+    matched = match_anchors(anchors, boxes, labels, iou_threshold=0.99)
+    assert matched.tolist() == [[-1, 2, -1]] == [_reference_match(anchors, boxes[0, :3], 0.99)]

@@ -39,7 +39,9 @@ def match_anchors(anchors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, iou_thre
     target_column = torch.where(valid, best_anchor, torch.full_like(best_anchor, num_anchors))
     box_index = torch.arange(max_objects, device=gt_labels.device).expand(batch, max_objects)
     extended = torch.cat([matched, matched.new_full((batch, 1), -1)], dim=1)
-    extended.scatter_(1, target_column, box_index)
+    # Two boxes with the same best anchor: the later box takes it. scatter_ would leave the winner
+    # unspecified on CUDA (the CPU keeps the last); amax picks the same one on every device.
+    extended.scatter_reduce_(1, target_column, box_index, reduce="amax", include_self=False)
     return extended[:, :num_anchors]
 
 

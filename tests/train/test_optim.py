@@ -6,7 +6,7 @@ import torch
 from sagedet.sagemaker.hyperparameters import parse_hyperparameters
 from sagedet.train.early_stopping import EarlyStopping
 from sagedet.train.loop import gpu_training_line
-from sagedet.train.optim import build_optimizer, build_scheduler, implementation
+from sagedet.train.optim import build_optimizer, build_scheduler, implementation, load_optimizer_state
 
 
 def _config(**values):
@@ -42,6 +42,22 @@ def test_on_cuda_each_optimizer_steps_all_parameters_at_once(name, on_cuda):
     config = _config(optimizer=name)
     assert implementation(build_optimizer(config, [torch.nn.Parameter(torch.ones(3))], cuda=True)) == on_cuda
     assert implementation(build_optimizer(config, [torch.nn.Parameter(torch.ones(3))], cuda=False)) == "for-loop"
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "rmsprop", "adadelta"])
+def test_a_checkpoint_from_the_cpu_resumes_with_the_gpus_implementation(name):
+    """A checkpoint keeps its writer's fused/foreach per parameter group; resumed where cuda=True (fused
+    SGD and Adam exist on the CPU too), the optimizer keeps stepping as this process built it."""
+    parameter = torch.nn.Parameter(torch.ones(3))
+    written = build_optimizer(_config(optimizer=name), [parameter], cuda=False)
+    parameter.grad = torch.ones(3)
+    written.step()
+    resumed = build_optimizer(_config(optimizer=name), [parameter], cuda=True)
+    load_optimizer_state(resumed, written.state_dict())
+    key = "fused" if implementation(resumed) == "fused" else "foreach"
+    assert all(group[key] is True for group in resumed.param_groups)
+    assert resumed.state[parameter] and len(resumed.state[parameter]) == len(written.state[parameter])
+    resumed.step()
 
 
 def test_the_gpu_training_line_says_how_the_gpu_trains():

@@ -48,7 +48,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import SOLO, Collective, Rank
 from .early_stopping import EarlyStopping
 from .history import EpochRecord, TrainingHistory
-from .optim import build_optimizer, build_scheduler, implementation, saved_optimizer_name
+from .optim import build_optimizer, build_scheduler, implementation, load_optimizer_state, saved_optimizer_name
 
 CHECKPOINT_NAME = "sagedet-checkpoint.pt"
 CHECKPOINT_FORMAT = 1
@@ -270,7 +270,7 @@ class Trainer:
                              f"{saved_optimizer!r}, but this job's optimizer is {self.config.optimizer!r}; use the "
                              "job's own optimizer, or an empty checkpoint location")
         try:
-            self.optimizer.load_state_dict(state["optimizer"])
+            load_optimizer_state(self.optimizer, state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
         except (KeyError, ValueError) as error:  # e.g. an older checkpoint of another freeze_layer_pattern
             raise ModelError(f"checkpoint {self.outputs.checkpoint_file}: its optimizer state does not fit this "

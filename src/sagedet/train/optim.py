@@ -29,6 +29,17 @@ def build_optimizer(config: TrainingConfig, parameters: Iterable[torch.nn.Parame
     raise ValueError(f"unknown optimizer {config.optimizer!r}")  # the config admits only the four above
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """``optimizer.load_state_dict(state)``, keeping this process's implementation: a checkpoint keeps
+    its writer's ``fused`` and ``foreach`` in each parameter group, so a job written on the CPU and
+    resumed on a GPU would otherwise step without its fused kernels."""
+    optimizer.load_state_dict(state)
+    for group in optimizer.param_groups:
+        for key in ("fused", "foreach"):
+            if key in optimizer.defaults:
+                group[key] = optimizer.defaults[key]
+
+
 def implementation(optimizer: torch.optim.Optimizer) -> str:
     """How ``optimizer`` steps: "fused" (one kernel for all parameters), "foreach" (batched per-tensor
     kernels) or "for-loop" (one parameter at a time), for the log."""

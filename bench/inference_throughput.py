@@ -33,7 +33,6 @@ on stdout, progress on stderr.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import sys
 import tempfile
@@ -45,7 +44,7 @@ from inference_latency import NMS_THRESHOLD, log, randomize, taking_turns
 from machine import add_malloc_option, set_malloc
 from train_throughput import command_line, machine_lines, torchvision_peer
 
-from sagedet.model.precision import amp_dtype, exact_float32
+from sagedet.model.precision import amp_dtype, cudnn_tf32, exact_float32
 from sagedet.model.ssd import build_ssd, select_detections
 from sagedet.sagemaker.hyperparameters import BASE_NETWORKS
 from sagedet.serve.engines import available_paths, build_engine
@@ -83,16 +82,6 @@ def peak_memory(call: Callable[[], object], device: torch.device) -> float | Non
     return (torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 
-@contextlib.contextmanager
-def tf32_convolutions(device: torch.device):
-    """torch's default for float32 on CUDA, TF32 convolutions, for the peer (the run turns them off)."""
-    before = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = device.type == "cuda" or before
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32 = before
-
 
 def measure(network: str, args: argparse.Namespace, device: torch.device, tmp: Path) -> list[list[str]]:
     torch.manual_seed(0)
@@ -105,7 +94,7 @@ def measure(network: str, args: argparse.Namespace, device: torch.device, tmp: P
     listed = list(images)
     autocast = amp_dtype(device)
     def peer_float32():
-        with tf32_convolutions(device):
+        with cudnn_tf32(True):  # torch's default for float32 on CUDA, which the run turns off for ours
             return peer(listed)
     tf32 = ", TF32 convolutions" if device.type == "cuda" else ""
     calls: dict[str, Callable[[], object]] = {f"torchvision eager ({peer_name}){tf32}": peer_float32}

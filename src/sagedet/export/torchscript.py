@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from sagedet.export.graph import DetectionGraph
+from sagedet.model.precision import cudnn_tf32
 from sagedet.model.ssd import SSDDetector
 
 
@@ -26,9 +27,7 @@ def trace(model: SSDDetector, device: torch.device, channels_last: bool = False,
     if channels_last:
         graph = graph.to(memory_format=torch.channels_last)
         example = example.contiguous(memory_format=torch.channels_last)
-    cudnn = torch.backends.cudnn
-    with torch.no_grad(), cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark,
-                                      deterministic=cudnn.deterministic, allow_tf32=False):
+    with torch.no_grad(), cudnn_tf32(False):
         traced = torch.jit.trace(graph, example, check_trace=False)
         if optimize_for_cpu:
             return torch.jit.optimize_for_inference(traced)

@@ -3,6 +3,9 @@ inference server's ``SAGEDET_PRECISION`` choice."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from sagedet.errors import ConfigError
@@ -41,6 +44,15 @@ def exact_float32(device: torch.device) -> None:
     if device.type == "cuda":
         # The switch for conv and RNN alike: setting conv's new fp32_precision alone makes reading this raise.
         torch.backends.cudnn.allow_tf32 = False
+
+
+@contextmanager
+def cudnn_tf32(allowed: bool) -> Iterator[None]:
+    """cuDNN's TF32 convolutions on or off within the block, its other settings as they are."""
+    cudnn = torch.backends.cudnn
+    with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
+                     allow_tf32=allowed):
+        yield
 
 
 def inference_dtype(precision: str, device: torch.device, source: str = "SAGEDET_PRECISION") -> torch.dtype | None:

@@ -57,9 +57,7 @@ def resolve_device(name: str = "auto", slot: int = 0) -> torch.device:
     """``auto``: CUDA device ``slot`` mod the GPU count when CUDA is present, else the CPU; ``cuda``: the
     same GPU, and an error on a machine without one; ``cuda:N``: GPU N for every worker; ``cpu``."""
     what = f"SAGEDET_DEVICE={name}"
-    if name == "auto" and auto_device_type(what) == "cpu":
-        return torch.device("cpu")
-    device = present_device("cuda" if name == "auto" else name, what)
+    device = torch.device(auto_device_type(what)) if name == "auto" else present_device(name, what)
     if device.type == "cuda" and device.index is None:  # torch.cuda.set_device needs the index
         return torch.device("cuda", slot % torch.cuda.device_count())
     return device
@@ -125,11 +123,12 @@ class Predictor:
         """Run the model once on a blank image; on CUDA with request batching, twice on every batch size
         it may get, so that cuDNN's tuning and TorchScript's specialization for each shape happen here,
         not in a request."""
-        side = self.image_shape
-        sizes = range(1, self.batcher.max_size + 1) if self.batcher and self.device.type == "cuda" else [1]
-        for size in sizes:
-            for _ in range(2 if len(sizes) > 1 else 1):
-                blank = torch.zeros(1, 3, side, side, device=self.device)
+        blank = torch.zeros(1, 3, self.image_shape, self.image_shape, device=self.device)
+        if self.batcher is None or self.device.type != "cuda":
+            self.detect(blank, Options(0.0, 1))
+            return
+        for size in range(1, self.batcher.max_size + 1):
+            for _ in range(2):
                 self.detect_many([blank] * size, [Options(0.0, 1)] * size)
 
     def describe(self) -> str:

